@@ -1,0 +1,213 @@
+"""Turns a resolved resource plus query options into SQLAlchemy Core SELECTs, runs them, and shapes rows.
+
+Rows come back as dicts keyed by declared property names, with expanded navigation nested and each entity's ETag
+under ``@etag``; ``serialize`` adds the protocol annotations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from odata_sync.edm.model import EntitySet, Model
+from odata_sync.errors import BadRequest
+from odata_sync.odata import paging, search
+from odata_sync.odata.filter import FilterCompiler, parse_expression
+from odata_sync.odata.hooks import EntityHooks, RequestContext
+from odata_sync.odata.options import QueryOptions, visible_properties
+
+
+@dataclass
+class Page:
+    rows: list[dict]
+    count: int | None = None
+    next_token: str | None = None
+
+
+@dataclass
+class Reader:
+    """Reads entity sets for one request."""
+
+    model: Model
+    tables: object  # callable: entity-set name -> sa.Table
+    dialect: str
+    hooks: object  # callable: entity-set name -> EntityHooks
+    signer: paging.TokenSigner
+    ctx: RequestContext
+    _compilers: dict = field(default_factory=dict)
+
+    # ---- building blocks ---------------------------------------------------------------------------------
+    def _hooks(self, es: EntitySet) -> EntityHooks:
+        return self.hooks(es.name)
+
+    def compiler(self, es: EntitySet, table: sa.FromClause, what: str = "$filter") -> FilterCompiler:
+        hooks = self._hooks(es)
+        return FilterCompiler(self.model, es, table, self.tables, self.dialect,
+                              hooks.hidden(self.ctx.principal) | hooks.unfilterable, what)
+
+    def conditions(self, es: EntitySet, table: sa.Table, options: QueryOptions | None) -> list:
+        where = []
+        row_filter = self._hooks(es).row_filter(self.ctx.principal, table)
+        if row_filter is not None:
+            where.append(row_filter)
+        if options is None:
+            return where
+        if options.filter:
+            where.append(self.compiler(es, table).boolean(parse_expression(options.filter)))
+        if options.search is not None:
+            hidden = self._hooks(es).hidden(self.ctx.principal) | self._hooks(es).unfilterable
+            columns = [table.c[p.name] for p in es.entity_type.properties.values()
+                       if p.type == "Edm.String" and not p.collection and not p.write_only and p.name not in hidden]
+            where.append(search.compile_search(options.search, columns))
+        return where
+
+    def sort_keys(self, es: EntitySet, table: sa.Table, options: QueryOptions) -> list[tuple[sa.ColumnElement, bool]]:
+        keys = []
+        compiler = self.compiler(es, table, "$orderby")
+        for item in options.orderby:
+            typed = compiler.value(parse_expression(item.expression, "$orderby"))
+            if typed.edm is not None and typed.edm.startswith("Collection"):
+                raise BadRequest("Cannot order by a collection", target="$orderby")
+            keys.append((typed.expr, item.descending))
+        key_col = table.c[es.entity_type.key]
+        if not any(expr is key_col for expr, _ in keys):
+            keys.append((key_col, False))
+        return keys
+
+    def columns(self, es: EntitySet, options: QueryOptions) -> list[str]:
+        """Declared properties to fetch: the selection plus what ETags and expansion need, minus hidden ones."""
+        et = es.entity_type
+        hidden = self._hooks(es).hidden(self.ctx.principal)
+        wanted = set(visible_properties(es, options)) | {et.key} | set(es.concurrency)
+        for nav_name in options.expand:
+            wanted |= {local for local, _ in et.navigations[nav_name].join}
+        return [p.name for p in et.properties.values()
+                if p.name in wanted and not p.write_only and p.name not in hidden]
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    async def count(self, conn: AsyncConnection, es: EntitySet, base: list, options: QueryOptions | None) -> int:
+        table = self.tables(es.name)
+        where = base + self.conditions(es, table, options)
+        query = sa.select(sa.func.count()).select_from(table).where(*where)
+        return (await conn.execute(query)).scalar_one()
+
+    async def collection(self, conn: AsyncConnection, es: EntitySet, base: list, options: QueryOptions,
+                         paged: bool = True) -> Page:
+        table = self.tables(es.name)
+        where = base + self.conditions(es, table, options)
+        keys = self.sort_keys(es, table, options)
+        names = self.columns(es, options)
+        select_cols = [table.c[n] for n in names] + [expr.label(f"_k{i}") for i, (expr, _) in enumerate(keys)]
+        query = sa.select(*select_cols).where(*where).order_by(*paging.order_clauses(keys))
+
+        remaining = options.top
+        if options.skiptoken:
+            values, remaining = self.signer.decode(options.skiptoken)
+            query = query.where(paging.after(keys, values))
+        elif options.skip:
+            query = query.offset(options.skip)
+        page_size = self.page_size() if paged else None
+        limit = remaining
+        if page_size is not None and (limit is None or page_size < limit):
+            limit = page_size
+        if limit is not None:
+            query = query.limit(limit + 1)
+
+        result = await conn.execute(query)
+        raw = result.all()
+        next_token = None
+        if limit is not None and len(raw) > limit:
+            raw = raw[:limit]
+            left = None if remaining is None else remaining - limit
+            if left is None or left > 0:
+                last = raw[-1]
+                next_token = self.signer.encode([last[len(names) + i] for i in range(len(keys))], left)
+        rows = self._shape(es, names, raw)
+        total = await self.count(conn, es, base, options) if options.count else None
+        if options.expand:
+            await self.expand(conn, es, rows, options)
+        return Page(rows, total, next_token)
+
+    def page_size(self) -> int:
+        size = self.ctx.max_page_size
+        preferred = self.ctx.prefer.get("odata.maxpagesize") or self.ctx.prefer.get("maxpagesize")
+        if preferred and preferred.isdigit() and 0 < int(preferred) < size:
+            size = int(preferred)
+            self.ctx.applied.append(f"odata.maxpagesize={size}")
+        return size
+
+    async def entity(self, conn: AsyncConnection, es: EntitySet, base: list, options: QueryOptions) -> dict | None:
+        table = self.tables(es.name)
+        where = base + self.conditions(es, table, None)
+        names = self.columns(es, options)
+        result = await conn.execute(sa.select(*(table.c[n] for n in names)).where(*where).limit(2))
+        raw = result.all()
+        if not raw:
+            return None
+        rows = self._shape(es, names, raw[:1])
+        if options.expand:
+            await self.expand(conn, es, rows, options)
+        return rows[0]
+
+    def _shape(self, es: EntitySet, names: list[str], raw: list) -> list[dict]:
+        conc = [names.index(n) for n in entity_tag_properties(es)]
+        hooks = self._hooks(es)
+        present = type(hooks).present is not EntityHooks.present
+        width = len(names)
+        rows = []
+        for record in raw:
+            row = dict(zip(names, record[:width], strict=True))
+            row["@etag"] = etag([record[i] for i in conc])
+            if present:
+                hooks.present(self.ctx.principal, row)
+            rows.append(row)
+        return rows
+
+    async def expand(self, conn: AsyncConnection, es: EntitySet, rows: list[dict], options: QueryOptions) -> None:
+        et = es.entity_type
+        for nav_name, nested in options.expand.items():
+            nav = et.navigations[nav_name]
+            target = self.model.target_set(es, nav)
+            table = self.tables(target.name)
+            locals_, remotes = [loc for loc, _ in nav.join], [r for _, r in nav.join]
+            parent_keys = {tuple(row[loc] for loc in locals_) for row in rows}
+            parent_keys.discard(tuple(None for _ in locals_))
+            if len(locals_) != 1:
+                raise BadRequest("Composite navigation joins are not supported")
+            values = [k[0] for k in parent_keys if k[0] is not None]
+            children: dict[tuple, list[dict]] = defaultdict(list)
+            if values:
+                base = [table.c[remotes[0]].in_(values)]
+                child_opts = QueryOptions(target, select=nested.select, expand=nested.expand, filter=nested.filter,
+                                          orderby=nested.orderby, search=nested.search)
+                if nested.select is not None and remotes[0] not in nested.select:
+                    child_opts.select = [*nested.select, remotes[0]]
+                page = await self.collection(conn, target, base, child_opts, paged=False)
+                for child in page.rows:
+                    children[(child[remotes[0]],)].append(child)
+            for row in rows:
+                found = children.get(tuple(row[loc] for loc in locals_), [])
+                if nav.collection:
+                    total = len(found)
+                    start = nested.skip or 0
+                    found = found[start:] if nested.top is None else found[start:start + nested.top]
+                    row[nav_name] = found
+                    if nested.count:
+                        row[f"{nav_name}@count"] = total
+                else:
+                    row[nav_name] = found[0] if found else None
+
+
+def entity_tag_properties(es: EntitySet) -> list[str]:
+    """The key plus the set's Core.OptimisticConcurrency properties: what an ETag is computed from."""
+    return [es.entity_type.key, *(n for n in es.concurrency if n != es.entity_type.key)]
+
+
+def etag(values: list) -> str:
+    digest = hashlib.blake2b(orjson.dumps(values, default=str), digest_size=8).hexdigest()
+    return f'W/"{digest}"'

@@ -1,0 +1,79 @@
+"""The API access log (the Requests set), written in batches off the request path so logging costs ~nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+
+import sqlalchemy as sa
+
+from odata_sync.store.engine import Store
+from odata_sync.store.types import utcnow
+
+log = logging.getLogger(__name__)
+_SECRET_PARAM = re.compile(r"((?:^|[?&])(?:%40|@)?[^=&]*(?:authtoken|password|pwd|secret|token|apikey)[^=&]*=)[^&]*",
+                           re.I)
+
+
+def strip_secrets(url: str) -> str:
+    return _SECRET_PARAM.sub(r"\1********", url)
+
+
+class RequestLog:
+    def __init__(self, store: Store, last_login: dict, *, interval: float = 0.5, max_batch: int = 2000) -> None:
+        self.store = store
+        self.last_login = last_login
+        self.interval = interval
+        self.max_batch = max_batch
+        self._pending: list[dict] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def record(self, *, method: str, url: str, user: str | None, remote: str | None, status: int, runtime_ms: int,
+               error: str | None) -> None:
+        self._pending.append({"Id": str(uuid.uuid4()), "Timestamp": utcnow(), "Method": method,
+                              "URL": strip_secrets(url)[:4000], "User": user, "RemoteIP": remote, "Status": status,
+                              "Runtime": runtime_ms, "Error": error[:2000] if error else None})
+        if len(self._pending) >= self.max_batch:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="request-log")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # the log must never take the server down; the next flush retries
+                log.exception("writing the request log failed")
+                await asyncio.sleep(self.interval)
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        logins = dict(self.last_login)
+        self.last_login.clear()
+        if not batch and not logins:
+            return
+        requests, users = self.store.table("Requests"), self.store.table("Users")
+        try:
+            async with self.store.engine.begin() as conn:
+                if batch:
+                    await conn.execute(requests.insert(), batch)
+                for name, when in logins.items():
+                    await conn.execute(sa.update(users).where(users.c.User == name).values(LastLogin=when))
+        except Exception:
+            self._pending[:0] = batch[-self.max_batch * 5:]
+            raise
