@@ -7,11 +7,12 @@ import time
 from dataclasses import dataclass
 
 from aiohttp import web
+from sqlalchemy.exc import DataError
 
 from odata_sync.config import Config
 from odata_sync.edm import metadata_xml
 from odata_sync.edm.model import default_model
-from odata_sync.errors import NotFound, ODataSyncError, PayloadTooLarge
+from odata_sync.errors import BadRequest, NotFound, ODataSyncError, PayloadTooLarge
 from odata_sync.odata.handler import ODATA_VERSION, ODataHandler
 from odata_sync.odata.paging import TokenSigner
 from odata_sync.odata.serialize import dumps
@@ -69,6 +70,9 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     except ODataSyncError as exc:
         error = exc.message
         response = error_response(exc)
+    except DataError as exc:  # a value the database refuses (overflow, bad cast) is the client's input
+        error = "database refused a value"
+        response = error_response(BadRequest(f"A value cannot be processed: {exc.orig}"))
     except web.HTTPRequestEntityTooLarge:
         error = "request body too large"
         response = error_response(PayloadTooLarge(
@@ -101,7 +105,9 @@ async def create_runtime(config: Config) -> Runtime:
 
 
 def build_app(runtime: Runtime) -> web.Application:
-    app = web.Application(client_max_size=runtime.config.max_body_bytes)
+    # long URLs (large $filter expressions) reach the handler, which answers them with an OData error
+    app = web.Application(client_max_size=runtime.config.max_body_bytes,
+                          handler_args={"max_line_size": 262_144, "max_field_size": 65_536})
     app["runtime"] = runtime
     app.router.add_route("*", "/{tail:.*}", _dispatch)
 

@@ -94,7 +94,7 @@ async def _reset_token(config: Config, name: str) -> int:
         await upgrade(store)
         users = store.table("Users")
         token = new_token()
-        async with store.engine.begin() as conn:
+        async with store.write() as conn:
             result = await conn.execute(sa.update(users).where(users.c.User == name).values(_TokenHash=token_hash(token)))
         if result.rowcount == 0:
             print(f"no user named {name!r}", file=sys.stderr)
@@ -103,6 +103,16 @@ async def _reset_token(config: Config, name: str) -> int:
         return 0
     finally:
         await store.close()
+
+
+def _run(coroutine) -> None:
+    """uvloop's event loop where installed (markedly faster for the HTTP server), asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)
+    else:
+        uvloop.run(coroutine)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
-        asyncio.run(_serve(config))
+        _run(_serve(config))
     elif args.command == "migrate":
         asyncio.run(_migrate(config))
     elif args.command == "user":

@@ -96,13 +96,20 @@ class CapPeer:
 
     def start(self) -> None:
         first = not (self.cap_dir / "node_modules" / "@sap" / "cds").is_dir()
-        log(f"starting SAP CAP peer in {self.cap_dir} on port {self.port}"
-            + (" (first time: npm install, ~3 min)" if first else ""))
+        log(
+            f"starting SAP CAP peer in {self.cap_dir} on port {self.port}"
+            + (" (first time: npm install, ~3 min)" if first else "")
+        )
         t0 = time.monotonic()
         # Own session, so Ctrl-C reaches only this script, which then stops the whole group (setup.sh, npm, node).
-        proc = subprocess.Popen(["bash", str(self.setup_sh), str(self.cap_dir), str(self.port)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", str(self.setup_sh), str(self.cap_dir), str(self.port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
         self.pgid = proc.pid
         out, _ = proc.communicate()
         pid_file = self.cap_dir / "pid"
@@ -110,8 +117,10 @@ class CapPeer:
             self.pid = int(pid_file.read_text().strip())
         last = out.strip().splitlines()[-1] if out.strip() else ""
         if proc.returncode != 0 or not last.isdigit():
-            raise BenchError(f"CAP peer did not start (setup.sh exit {proc.returncode}).\nsetup.sh output:\n{out}\n"
-                             f"{self.cap_dir / 'serve.log'}:\n{tail(self.cap_dir / 'serve.log')}")
+            raise BenchError(
+                f"CAP peer did not start (setup.sh exit {proc.returncode}).\nsetup.sh output:\n{out}\n"
+                f"{self.cap_dir / 'serve.log'}:\n{tail(self.cap_dir / 'serve.log')}"
+            )
         self.pid = int(last)
         log(f"  CAP peer ready in {time.monotonic() - t0:.1f} s (pid {self.pid}): {self.root}")
 
@@ -151,16 +160,24 @@ class OdataSync:
         env = dict(os.environ, ODATA_SYNC_ADMIN_TOKEN=self.token, PYTHONUNBUFFERED="1")
         t0 = time.monotonic()
         with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         while time.monotonic() - t0 < self.start_timeout:
             m = READY_RE.search(self.log_path.read_text(errors="replace"))
             if m:
                 log(f"  odata-sync ready in {time.monotonic() - t0:.1f} s (pid {self.proc.pid}): {m.group(1)}")
                 return
             if self.proc.poll() is not None:
-                raise BenchError(f"odata-sync exited with code {self.proc.returncode} before it was ready:\n"
-                                 f"{tail(self.log_path)}")
+                raise BenchError(
+                    f"odata-sync exited with code {self.proc.returncode} before it was ready:\n{tail(self.log_path)}"
+                )
             time.sleep(0.1)
         raise BenchError(f"odata-sync printed no ready line within {self.start_timeout:.0f} s:\n{tail(self.log_path)}")
 
@@ -240,15 +257,19 @@ def load_fixture(srv: OdataSync, tmp: Path, jobs: list[dict], workers: int) -> N
         for i, t in enumerate(sorted(j["Tasks"], key=lambda t: t["TaskId"]), 1):
             body[f"Query#{i}"] = t["Query"]
         bodies.append(body)
-    log(f"loading the fixture into odata-sync: {len(conns)} connections, {len(bodies)} jobs "
-        f"x {len(jobs[0]['Tasks'])} tasks, {workers} concurrent connections")
+    log(
+        f"loading the fixture into odata-sync: {len(conns)} connections, {len(bodies)} jobs "
+        f"x {len(jobs[0]['Tasks'])} tasks, {workers} concurrent connections"
+    )
     t0 = time.monotonic()
     loader.post_all("/api.rsc/Connections", conns, workers)
     t1 = time.monotonic()
     loader.post_all("/api.rsc/Jobs", bodies, workers)
     t2 = time.monotonic()
-    log(f"  loaded in {t2 - t0:.1f} s (connections {t1 - t0:.2f} s; jobs {t2 - t1:.1f} s, "
-        f"{len(bodies) / max(t2 - t1, 1e-9):.0f} POST/s)")
+    log(
+        f"  loaded in {t2 - t0:.1f} s (connections {t1 - t0:.2f} s; jobs {t2 - t1:.1f} s, "
+        f"{len(bodies) / max(t2 - t1, 1e-9):.0f} POST/s)"
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -290,8 +311,10 @@ def check_shape(shape: int, servers: list[tuple[str, str, dict[str, str]]]) -> s
     if counts and len(set(counts.values())) > 1:
         log(f"  WARNING shape {shape}: the servers return different row counts (rows, expanded rows): {counts}")
     elif counts:
-        log(f"  shape {shape}: both return {next(iter(counts.values()))[0]} rows"
-            + (f" ({next(iter(counts.values()))[1]} expanded)" if shape == 4 else ""))
+        log(
+            f"  shape {shape}: both return {next(iter(counts.values()))[0]} rows"
+            + (f" ({next(iter(counts.values()))[1]} expanded)" if shape == 4 else "")
+        )
     return None
 
 
@@ -320,16 +343,25 @@ def _sigterm(signum, frame):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     p.add_argument("--rounds", type=int, default=2, help="A B rounds per shape (default 2)")
     p.add_argument("--shapes", default="1,2,3,4,5", help="comma-separated shape numbers 1-5 (default all)")
     p.add_argument("--keep", action="store_true", help="leave both servers running at the end and print their URLs")
-    p.add_argument("--cap-dir", type=Path, default=Path.home() / ".cache" / "bench-cap",
-                   help="where the CAP peer is installed (reused between runs; default ~/.cache/bench-cap)")
-    p.add_argument("--bench-dir", type=Path, default=DEFAULT_BENCH_DIR,
-                   help=f"the shared bench helpers (default {DEFAULT_BENCH_DIR}, or $ODATA_BENCH_DIR)")
+    p.add_argument(
+        "--cap-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "bench-cap",
+        help="where the CAP peer is installed (reused between runs; default ~/.cache/bench-cap)",
+    )
+    p.add_argument(
+        "--bench-dir",
+        type=Path,
+        default=DEFAULT_BENCH_DIR,
+        help=f"the shared bench helpers (default {DEFAULT_BENCH_DIR}, or $ODATA_BENCH_DIR)",
+    )
     p.add_argument("--cap-port", type=int, default=0, help="CAP port (default: a free port)")
     p.add_argument("--port", type=int, default=0, help="odata-sync port (default: a free port)")
     p.add_argument("--load-workers", type=int, default=8, help="concurrent connections while loading (default 8)")
@@ -358,10 +390,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     missing = [tool for tool in ("wrk", "node", "npm", "curl") if shutil.which(tool) is None]
     if missing:
-        hint = {"wrk": "apt-get install wrk", "node": "apt-get install nodejs npm", "npm": "apt-get install npm",
-                "curl": "apt-get install curl"}
-        log("missing tools: " + ", ".join(missing) + ". Install them first, e.g.: "
-            + "; ".join(hint[t] for t in missing))
+        hint = {
+            "wrk": "apt-get install wrk",
+            "node": "apt-get install nodejs npm",
+            "npm": "apt-get install npm",
+            "curl": "apt-get install curl",
+        }
+        log(
+            "missing tools: "
+            + ", ".join(missing)
+            + ". Install them first, e.g.: "
+            + "; ".join(hint[t] for t in missing)
+        )
         return 2
     setup_sh, gen_data = args.bench_dir / "odata_peer" / "setup.sh", args.bench_dir / "odata_peer" / "gen_data.py"
     for f in (setup_sh, gen_data):
@@ -416,14 +456,18 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"  round {rnd} {name:<10} {rps:>10,.1f} req/s  ({total} requests, {non2xx} non-2xx){note}")
                     if non2xx:
                         status, body = get(url, headers)
-                        bad.append(f"{name}: {non2xx} of {total} responses non-2xx; GET {url} now -> HTTP {status}: "
-                                   f"{body[:500].decode(errors='replace')}")
+                        bad.append(
+                            f"{name}: {non2xx} of {total} responses non-2xx; GET {url} now -> HTTP {status}: "
+                            f"{body[:500].decode(errors='replace')}"
+                        )
                     rates[name].append(rps)
             if bad:
                 for b in bad:
                     log(f"  ERROR {b}")
                 errors.extend(f"shape {shape}: {b}" for b in bad)
-                results[shape] = {"error": "non-2xx responses from " + ", ".join(sorted({b.split(":", 1)[0] for b in bad}))}
+                results[shape] = {
+                    "error": "non-2xx responses from " + ", ".join(sorted({b.split(":", 1)[0] for b in bad}))
+                }
                 continue
             c, o = (sum(rates[n]) / len(rates[n]) for n in ("CAP", "odata-sync"))
             results[shape] = {"cap": c, "odata": o}
@@ -439,15 +483,19 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "met" if ratio >= TARGET else "MISSED"
             log(f"{shape:<6} {req:<44} {fmt_rate(r['cap']):>10} {fmt_rate(r['odata']):>11} {ratio:>6.2f}x  {verdict}")
         log("")
-        log(f"machine: nproc={os.cpu_count()}. Figures are from one run, both servers on this machine, alternating "
-            f"A B ({args.rounds} x {args.duration} s each, mean req/s); compare the ratios, not absolute numbers.")
+        log(
+            f"machine: nproc={os.cpu_count()}. Figures are from one run, both servers on this machine, alternating "
+            f"A B ({args.rounds} x {args.duration} s each, mean req/s); compare the ratios, not absolute numbers."
+        )
         log(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
         if args.keep:
             keep = True
             log("\n--keep: servers left running")
             log(f"  CAP peer   {cap.root}  (pid {cap.pid}; stop: kill {cap.pid})")
-            log(f"  odata-sync {srv.root}  (pid {srv.proc.pid}; stop: kill -- -{srv.proc.pid}); "
-                f"header x-cdata-authtoken: {token}")
+            log(
+                f"  odata-sync {srv.root}  (pid {srv.proc.pid}; stop: kill -- -{srv.proc.pid}); "
+                f"header x-cdata-authtoken: {token}"
+            )
             log(f"  temp dir {tmp} (odata-sync log: {srv.log_path})")
         return 1 if errors else 0
     except BenchError as e:

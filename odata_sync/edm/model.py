@@ -28,6 +28,7 @@ class Property:
     computed: bool = False
     write_only: bool = False
     indexed: bool = False
+    index_with: tuple[str, ...] = ()  # further columns of a composite index led by this property
 
     @property
     def type_name(self) -> str:
@@ -173,6 +174,8 @@ def _property(el: etree._Element, namespace: str) -> Property:
         computed=computed is not None and computed.get("Bool", "true") == "true",
         write_only=permissions is not None and permissions.get("EnumMember", "").endswith("/Write"),
         indexed=indexed is not None,
+        index_with=tuple(c.strip() for c in (indexed.get("String") or "").split(",") if c.strip())
+        if indexed is not None else (),
     )
 
 

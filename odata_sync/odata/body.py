@@ -37,20 +37,31 @@ def decode_json(body: bytes, content_type: str | None, *, allow_empty: bool = Fa
     return data
 
 
-def array_members(data: dict, names: frozenset[str]) -> tuple[dict, dict[str, list]]:
-    """Split CData's numbered members (``Query#1``, ``Query#2``) from the rest, ordered by their number."""
-    rest, arrays = {}, {}
+def array_members(data: dict, names: frozenset[str]) -> tuple[dict, dict[str, dict[int, object]]]:
+    """Split CData's numbered members (``Query#1``, ``User#2``) from the rest: name -> {number: value}."""
+    rest: dict = {}
+    arrays: dict[str, dict[int, object]] = {}
     lowered = {n.lower(): n for n in names}
-    numbered: dict[str, list[tuple[int, object]]] = {}
     for key, value in data.items():
         match = _ARRAY_MEMBER.match(key)
         if match and match.group(1).lower() in lowered:
-            numbered.setdefault(lowered[match.group(1).lower()], []).append((int(match.group(2)), value))
+            number = int(match.group(2))
+            if number < 1:
+                raise BadRequest(f"'{key}': numbered members start at 1")
+            arrays.setdefault(lowered[match.group(1).lower()], {})[number] = value
         else:
             rest[key] = value
-    for name, items in numbered.items():
-        arrays[name] = [v for _, v in sorted(items, key=lambda item: item[0])]
     return rest, arrays
+
+
+def ordered(numbered: dict[int, object]) -> list:
+    """Values of ``Query#1..N`` in number order."""
+    return [numbered[n] for n in sorted(numbered)]
+
+
+def aligned(numbered: dict[int, object], length: int) -> list:
+    """Values of ``User#N`` placed at position N-1 (None where a number is missing), for parallel arrays."""
+    return [numbered.get(n) for n in range(1, length + 1)]
 
 
 def _bind(model: Model, es: EntitySet, nav_name: str, value: object, values: dict) -> None:
@@ -71,8 +82,10 @@ def _bind(model: Model, es: EntitySet, nav_name: str, value: object, values: dic
             values[local] = coerce(remote_type, key.text, nav_name)
 
 
-def entity_values(model: Model, es: EntitySet, data: dict, *, creating: bool) -> dict:
-    """Check a body against the entity type: known names, right types; computed ones dropped."""
+def entity_values(model: Model, es: EntitySet, data: dict, *, creating: bool,
+                  lenient_strings: frozenset[str] = frozenset()) -> dict:
+    """Check a body against the entity type: known names, right types and lengths; computed ones dropped.
+    ``lenient_strings`` names string properties that also take a JSON number (``"Type": 1``)."""
     et = es.entity_type
     values: dict = {}
     for key, value in data.items():
@@ -96,10 +109,14 @@ def entity_values(model: Model, es: EntitySet, data: dict, *, creating: bool) ->
             raise BadRequest(f"Property '{key}' is not defined on '{model.namespace}.{et.name}'", target=key)
         if prop.computed:
             continue
+        if prop.name in lenient_strings and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
         if prop.collection:
             values[prop.name] = None if value is None else coerce_collection(prop.type, value, prop.name)
         else:
             values[prop.name] = coerce(prop.type, value, prop.name)
+            if prop.max_length and isinstance(values[prop.name], str) and len(values[prop.name]) > prop.max_length:
+                raise BadRequest(f"'{prop.name}' is longer than {prop.max_length} characters", target=prop.name)
         if values[prop.name] is None:
             if prop.default is not None:
                 values[prop.name] = prop.default  # python-odata posts nulls for everything it does not set

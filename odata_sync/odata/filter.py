@@ -16,17 +16,21 @@ from functools import lru_cache
 import sqlalchemy as sa
 from odata_query import ast
 from odata_query import exceptions as oq_exc
-from odata_query.grammar import ODataLexer, ODataParser
+from odata_query.grammar import ODATA_FUNCTIONS, ODataLexer, ODataParser
 
 from odata_sync.edm.model import EntitySet, EntityType, Model
 from odata_sync.errors import BadRequest, NotImplementedYet
-from odata_sync.odata.literals import coerce, parse_datetime
+from odata_sync.odata.literals import check_int64, coerce, parse_datetime
 from odata_sync.store.types import UTCDateTime
 
 MAX_LENGTH = 16_384
 MAX_NODES = 1_000
 MAX_DEPTH = 64
 
+COUNT_FUNCTION = "odatasync_count"
+# ``Tasks/$count`` is valid OData the grammar lacks: it is rewritten to a private function the compiler knows.
+ODATA_FUNCTIONS.setdefault(COUNT_FUNCTION, 1)
+_COUNT_SEGMENT = re.compile(r"([A-Za-z_][\w/]*)/\$count\b")
 _lexer = ODataLexer()
 _parser = ODataParser()
 _SPACED_OFFSET = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:\d\d)")
@@ -57,6 +61,7 @@ def parse_expression(text: str, what: str = "$filter") -> ast._Node:
     if not text.strip():
         raise BadRequest(f"{what} is empty")
     source = _SPACED_OFFSET.sub(r"\1+\2", text.strip())
+    source = _COUNT_SEGMENT.sub(rf"{COUNT_FUNCTION}(\1)", source)
     try:
         tree = _parser.parse(_lexer.tokenize(source))
     except oq_exc.TokenizingException as exc:
@@ -148,7 +153,7 @@ class FilterCompiler:
         return Typed(sa.null(), None, None, True, True)
 
     def visit_Integer(self, node):
-        return self._lit(int(node.val), "Edm.Int64")
+        return self._lit(check_int64(int(node.val), self.what), "Edm.Int64")
 
     def visit_Float(self, node):
         return self._lit(Decimal(node.val), "Edm.Decimal")
@@ -157,6 +162,8 @@ class FilterCompiler:
         return self._lit(node.val.lower() == "true", "Edm.Boolean")
 
     def visit_String(self, node):
+        if "\x00" in node.val:
+            raise BadRequest(f"A string literal in {self.what} contains a NUL character", target=self.what)
         return self._lit(node.val, "Edm.String")
 
     def visit_GUID(self, node):
@@ -442,6 +449,9 @@ class FilterCompiler:
         if typed.is_literal:
             if not isinstance(typed.literal, int) or isinstance(typed.literal, bool):
                 raise BadRequest("An integer argument is required", target=self.what)
+            if not 0 <= typed.literal <= 2**31 - 2:
+                raise BadRequest(f"substring positions and lengths must be between 0 and {2**31 - 2}",
+                                 target=self.what)
             return sa.literal(typed.literal)
         if typed.edm not in ("Edm.Int32", "Edm.Int64"):
             raise BadRequest("An integer argument is required", target=self.what)
@@ -561,20 +571,28 @@ class FilterCompiler:
         truncated = sa.cast(typed.expr, sa.Integer)
         return Typed(sa.case((typed.expr > truncated, truncated + 1), else_=truncated), typed.edm)
 
-    # lambdas
-    def visit_CollectionLambda(self, node):
-        parts = self._path(node.owner)
+    def fn_odatasync_count(self, path):
+        """``Tasks/$count``: the number of related entities, as a correlated subquery."""
+        child, join = self._collection(path)
+        return Typed(sa.select(sa.func.count()).select_from(child.table).where(join).scalar_subquery(), "Edm.Int64")
+
+    def _collection(self, path) -> tuple[Scope, sa.ColumnElement]:
+        parts = self._path(path)
         scope, hops, last = self._walk(parts)
         if hops:
-            raise NotImplementedYet("any/all after a single-valued navigation path is not supported",
+            raise NotImplementedYet("A collection after a single-valued navigation path is not supported",
                                     target=self.what)
         nav = scope.entity_type.navigation(last)
         if nav is None or not nav.collection:
-            raise BadRequest(f"any/all needs a collection navigation property, '{last}' is not one",
-                             target=self.what)
+            raise BadRequest(f"'{last}' is not a collection navigation property", target=self.what)
         target_set = self.model.target_set(scope.entity_set, nav)
         child = Scope(self.table_for_set(target_set.name).alias(), target_set.entity_type, target_set)
-        join = sa.and_(*(child.table.c[r] == scope.table.c[loc] for loc, r in nav.join))
+        return child, sa.and_(*(child.table.c[r] == scope.table.c[loc] for loc, r in nav.join))
+
+    # lambdas
+    def visit_CollectionLambda(self, node):
+        child, join = self._collection(node.owner)
+        scope = self.root
         if node.lambda_ is None:
             if isinstance(node.operator, ast.All):
                 raise BadRequest("all() needs a lambda expression", target=self.what)

@@ -29,10 +29,10 @@ from odata_sync.odata.literals import coerce, coerce_collection
 from odata_sync.odata.negotiate import Format, negotiate
 from odata_sync.odata.options import QueryOptions, parse_options
 from odata_sync.odata.paging import TokenSigner
-from odata_sync.odata.query import Reader, entity_tag_properties, etag
+from odata_sync.odata.query import Reader, etag
 from odata_sync.odata.serialize import Serializer, context_url, dumps, entity_url
 from odata_sync.odata.urls import ParsedUrl, Segment, parse_key, parse_url
-from odata_sync.store.engine import Store
+from odata_sync.store.engine import ReadSession, Store
 from odata_sync.store.types import utcnow
 
 ODATA_VERSION = "4.0"
@@ -76,19 +76,22 @@ class ODataHandler:
     # ---- entry ---------------------------------------------------------------------------------------------
     async def handle(self, request: web.Request, principal: Principal) -> web.StreamResponse:
         url = parse_url(request.raw_path, self.root_path)
+        first = url.segments[0] if url.segments else None
+        if first is not None and first.name == "$metadata" and first.key is None:
+            return self._metadata(request, url)
         max_version = request.headers.get("OData-MaxVersion")
         if max_version and max_version.strip() < "4.0":
             raise BadRequest(f"OData-MaxVersion {max_version} is lower than this service's 4.0")
+        aliases = [name for name in url.params if name.startswith("@") and name != "@authtoken"]
+        if aliases:
+            raise NotImplementedYet(f"Parameter aliases ({aliases[0]}) are not supported")
         workspace = url.params.get("workspaceid")
         if workspace is not None and workspace.lower() != "default":
             raise NotFound(f"Workspace '{workspace}' does not exist")
         ctx = RequestContext(root=self._root_url(request), principal=principal, max_page_size=self.max_page_size,
                              prefer=_prefer(request.headers.getall("Prefer", [])))
-        if not url.segments:
+        if first is None:
             return self._service_document(request, url, ctx)
-        first = url.segments[0]
-        if first.name == "$metadata" and first.key is None:
-            return self._metadata(request, url)
         if first.name == "$batch":
             raise NotImplementedYet("$batch is not supported yet")
         if first.name.startswith("$"):
@@ -228,13 +231,14 @@ class ODataHandler:
         raise MethodNotAllowed(f"Method {method} is not allowed", headers={"Allow": "GET, POST, PATCH, PUT, DELETE"})
 
     def _reader(self, ctx: RequestContext) -> Reader:
-        return Reader(self.model, self.store.table, self.store.dialect, self.service.hooks, self.signer, ctx)
+        return Reader(self.model, self.store, self.service.hooks, self.signer, ctx)
 
     async def _parents_exist(self, conn, res: Resource) -> None:
         for parent_es, where in res.parents:
             table = self.store.table(parent_es.name)
-            found = (await conn.execute(sa.select(sa.literal(1)).select_from(table).where(*where).limit(1))).first()
-            if found is None:
+            query = sa.select(sa.literal(1)).select_from(table).where(*where).limit(1)
+            found = await conn.fetch(query) if isinstance(conn, ReadSession) else (await conn.execute(query)).all()
+            if not found:
                 raise NotFound(f"The {parent_es.entity_type.name} addressed by the path does not exist")
 
     async def _get(self, request, url: ParsedUrl, ctx: RequestContext, res: Resource):
@@ -252,24 +256,23 @@ class ODataHandler:
                                                      if k in ("$select", "$expand", "$format")})
         else:
             options = parse_options(self.model, es, url.options)
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             await self._parents_exist(conn, res)
             if res.kind == "count":
                 count = await reader.count(conn, es, res.where, options)
                 return web.Response(text=str(count), content_type="text/plain", charset="utf-8")
             if res.kind == "collection":
                 page = await reader.collection(conn, es, res.where, options)
-                payload = serializer.collection(es, page.rows, options, count=page.count,
-                                                next_link=self._next_link(ctx, url, page.next_token),
-                                                context_fragment=None)
+                next_link = self._next_link(ctx, url, page.next_token)
+                payload = serializer.collection(es, page.rows, options, count=page.count, next_link=next_link)
                 return self._json(payload, fmt, ctx)
             row = await reader.entity(conn, es, res.where, options)
         if row is None:
             if res.nav_single:
                 return web.Response(status=204)
             raise NotFound(f"No {es.entity_type.name} with {es.entity_type.key} {res.key!r}")
-        headers = {"ETag": row["@etag"]}
-        if _etag_matches(request.headers.get("If-None-Match"), row["@etag"]):
+        headers = {"ETag": row["@odata.etag"]}
+        if _etag_matches(request.headers.get("If-None-Match"), row["@odata.etag"]):
             return web.Response(status=304, headers=headers)
         if res.kind == "entity":
             return self._json(serializer.single(es, row, options), fmt, ctx, headers=headers)
@@ -320,11 +323,11 @@ class ODataHandler:
         ctx.metadata, ctx.ieee754 = fmt.metadata, fmt.ieee754
         et = es.entity_type
         table = self.store.table(es.name)
-        async with self.store.engine.begin() as conn:
+        async with self.store.write() as conn:
             await self._parents_exist(conn, res)
             tx = self._write_context(conn, ctx)
             tx.extras = arrays
-            values = bodies.entity_values(self.model, es, data, creating=True)
+            values = bodies.entity_values(self.model, es, data, creating=True, lenient_strings=hooks.lenient_strings)
             for name, value in (res.fixed or {}).get("__values__", {}).items():
                 if values.get(name) not in (None, value):
                     raise BadRequest(f"'{name}' conflicts with the collection addressed by the path")
@@ -354,17 +357,17 @@ class ODataHandler:
         location = entity_url(ctx, es, values[et.key])
         row = await self._read_back(ctx, es, values[et.key])
         row.update(tx.response)
-        headers = {"Location": location, "ETag": row["@etag"]}
+        headers = {"Location": location, "ETag": row["@odata.etag"]}
         if ctx.prefer.get("return") == "minimal":
-            ctx.applied.append("return=minimal")
             headers["OData-EntityId"] = location
+            headers["Preference-Applied"] = ", ".join([*ctx.applied, "return=minimal"])
             return web.Response(status=204, headers=headers)
         serializer = Serializer(self.model, ctx)
         return self._json(serializer.single(es, row, QueryOptions(es)), fmt, ctx, status=201, headers=headers)
 
     async def _read_back(self, ctx: RequestContext, es: EntitySet, key) -> dict:
         table = self.store.table(es.name)
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             row = await self._reader(ctx).entity(conn, es, [table.c[es.entity_type.key] == key], QueryOptions(es))
         if row is None:
             raise NotFound(f"No {es.entity_type.name} with {es.entity_type.key} {key!r}")
@@ -385,7 +388,7 @@ class ODataHandler:
         if_match = request.headers.get("If-Match")
         if if_match is None:
             return
-        current = etag([old[name] for name in entity_tag_properties(es)])
+        current = etag([old[name] for name in es.concurrency])
         if not _etag_matches(if_match, current):
             raise PreconditionFailed("The entity was changed by someone else (ETag mismatch)")
 
@@ -405,12 +408,13 @@ class ODataHandler:
         ctx.metadata, ctx.ieee754 = fmt.metadata, fmt.ieee754
         et = es.entity_type
         table = self.store.table(es.name)
-        async with self.store.engine.begin() as conn:
+        async with self.store.write() as conn:
             old = await self._locked_row(conn, es, res)
             self._check_if_match(request, es, old)
             tx = self._write_context(conn, ctx)
             tx.extras = arrays
-            changes = bodies.entity_values(self.model, es, data, creating=False)
+            changes = bodies.entity_values(self.model, es, data, creating=False,
+                                           lenient_strings=hooks.lenient_strings)
             if et.key in changes:
                 if changes[et.key] != old[et.key]:
                     raise BadRequest(f"The key '{et.key}' cannot be changed")
@@ -421,9 +425,9 @@ class ODataHandler:
         await hooks.after_commit()
         row = await self._read_back(ctx, es, old[et.key])
         row.update(tx.response)
-        headers = {"ETag": row["@etag"]}
+        headers = {"ETag": row["@odata.etag"]}
         if ctx.prefer.get("return") == "minimal":
-            ctx.applied.append("return=minimal")
+            headers["Preference-Applied"] = ", ".join([*ctx.applied, "return=minimal"])
             return web.Response(status=204, headers=headers)
         return self._json(Serializer(self.model, ctx).single(es, row, QueryOptions(es)), fmt, ctx, headers=headers)
 
@@ -434,7 +438,7 @@ class ODataHandler:
         hooks = self.service.hooks(es.name)
         table = self.store.table(es.name)
         key = es.entity_type.key
-        async with self.store.engine.begin() as conn:
+        async with self.store.write() as conn:
             old = await self._locked_row(conn, es, res)
             self._check_if_match(request, es, old)
             await hooks.before_delete(self._write_context(conn, ctx), old)
@@ -448,7 +452,7 @@ class ODataHandler:
         table = self.store.table(es.name)
         options = parse_options(self.model, es, {k: v for k, v in url.options.items() if k == "$filter"})
         where = res.where + self._reader(ctx).conditions(es, table, options)
-        async with self.store.engine.begin() as conn:
+        async with self.store.write() as conn:
             result = await conn.execute(table.delete().where(*where))
         return web.Response(status=204, headers={"X-Deleted-Count": str(result.rowcount)})
 
@@ -481,7 +485,9 @@ class ODataHandler:
     def _action_params(self, action: Action, data: dict, url: ParsedUrl) -> dict:
         params: dict[str, Any] = {}
         collections = {name for name, p in action.parameters.items() if p.collection}
-        data, arrays = bodies.array_members(data, frozenset(collections))
+        data, numbered = bodies.array_members(data, frozenset(collections))
+        length = max((max(n) for n in numbered.values()), default=0)
+        arrays = {name: bodies.aligned(items, length) for name, items in numbered.items()}
         for key, value in data.items():
             if key.lower() == "workspaceid":
                 if isinstance(value, str) and value.lower() != "default":
@@ -498,9 +504,10 @@ class ODataHandler:
             else:
                 params[param.name] = coerce(param.type, value, param.name)
         for name, items in arrays.items():
+            if name in params:
+                raise BadRequest(f"Give '{name}' either as an array or as {name}#N members, not both")
             param = action.parameters[name]
-            params.setdefault(name, [])
-            params[name] = [*params[name], *(coerce(param.type, v, f"{name}#") for v in items)]
+            params[name] = [coerce(param.type, v, f"{name}#{i}") for i, v in enumerate(items, start=1)]
         return params
 
     # ---- helpers -------------------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ class EntityHooks:
     alternate_collection_key: str | None = None
     #: body members matching ``Name#N`` that this set accepts (collected into ``WriteContext.extras[Name]``)
     array_members: frozenset[str] = frozenset()
+    #: string properties that also accept a JSON number (CData's ``"Type": 1``)
+    lenient_strings: frozenset[str] = frozenset()
     #: whether DELETE on the whole collection (with an optional $filter) prunes it
     collection_delete: bool = False
 

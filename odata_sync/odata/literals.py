@@ -35,6 +35,8 @@ def coerce(edm_type: str, value: object, what: str) -> object:
         match edm_type:
             case "Edm.String":
                 if isinstance(value, str):
+                    if "\x00" in value:
+                        raise BadRequest(f"Value for '{what}' contains a NUL character", target=what)
                     return value
             case "Edm.Int32" | "Edm.Int64":
                 number = None
@@ -73,6 +75,12 @@ def coerce(edm_type: str, value: object, what: str) -> object:
     except (ValueError, InvalidOperation) as exc:
         raise BadRequest(f"Value for '{what}' is not a valid {edm_type}", target=what) from exc
     raise BadRequest(f"Value for '{what}' must be {edm_type}, got {type(value).__name__}", target=what)
+
+
+def check_int64(number: int, what: str) -> int:
+    if not INT64[0] <= number <= INT64[1]:
+        raise BadRequest(f"The number {number} in {what} is out of range for Edm.Int64", target=what)
+    return number
 
 
 def coerce_collection(edm_type: str, value: object, what: str) -> list:

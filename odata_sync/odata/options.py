@@ -155,7 +155,7 @@ def _expand(model: Model, es: EntitySet, text: str, depth: int) -> tuple[dict[st
             raise BadRequest(f"Navigation property '{item}' is not defined on 'CData.{es.entity_type.name}'",
                              target="$expand")
         target = model.target_set(es, nav)
-        options = parse_options(model, target, _nested_options(nested), depth + 1) if nested else QueryOptions(target)
+        options = parse_options(model, target, _nested_options(nested), depth) if nested else QueryOptions(target)
         expanded[nav.name] = options
         if is_ref:
             refs.add(nav.name)

@@ -1,18 +1,18 @@
 """Turns a resolved resource plus query options into SQLAlchemy Core SELECTs, runs them, and shapes rows.
 
 Rows come back as dicts keyed by declared property names, with expanded navigation nested and each entity's ETag
-under ``@etag``; ``serialize`` adds the protocol annotations.
+under ``@odata.etag``; ``serialize`` adds the rest of the protocol annotations.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from odata_sync.edm.model import EntitySet, Model
 from odata_sync.errors import BadRequest
@@ -20,6 +20,7 @@ from odata_sync.odata import paging, search
 from odata_sync.odata.filter import FilterCompiler, parse_expression
 from odata_sync.odata.hooks import EntityHooks, RequestContext
 from odata_sync.odata.options import QueryOptions, visible_properties
+from odata_sync.store.engine import ReadSession, Store
 
 
 @dataclass
@@ -34,8 +35,7 @@ class Reader:
     """Reads entity sets for one request."""
 
     model: Model
-    tables: object  # callable: entity-set name -> sa.Table
-    dialect: str
+    store: Store
     hooks: object  # callable: entity-set name -> EntityHooks
     signer: paging.TokenSigner
     ctx: RequestContext
@@ -47,7 +47,7 @@ class Reader:
 
     def compiler(self, es: EntitySet, table: sa.FromClause, what: str = "$filter") -> FilterCompiler:
         hooks = self._hooks(es)
-        return FilterCompiler(self.model, es, table, self.tables, self.dialect,
+        return FilterCompiler(self.model, es, table, self.store.table, self.store.dialect,
                               hooks.hidden(self.ctx.principal) | hooks.unfilterable, what)
 
     def conditions(self, es: EntitySet, table: sa.Table, options: QueryOptions | None) -> list:
@@ -90,20 +90,21 @@ class Reader:
                 if p.name in wanted and not p.write_only and p.name not in hidden]
 
     # ---- reading -------------------------------------------------------------------------------------------
-    async def count(self, conn: AsyncConnection, es: EntitySet, base: list, options: QueryOptions | None) -> int:
-        table = self.tables(es.name)
+    async def count(self, conn: ReadSession, es: EntitySet, base: list, options: QueryOptions | None) -> int:
+        table = self.store.table(es.name)
         where = base + self.conditions(es, table, options)
         query = sa.select(sa.func.count()).select_from(table).where(*where)
-        return (await conn.execute(query)).scalar_one()
+        return (await conn.fetch(query))[0][0]
 
-    async def collection(self, conn: AsyncConnection, es: EntitySet, base: list, options: QueryOptions,
+    async def collection(self, conn: ReadSession, es: EntitySet, base: list, options: QueryOptions,
                          paged: bool = True) -> Page:
-        table = self.tables(es.name)
+        table = self.store.table(es.name)
         where = base + self.conditions(es, table, options)
         keys = self.sort_keys(es, table, options)
+        sort_columns = [expr.label(f"_k{i}") for i, (expr, _) in enumerate(keys)]
         names = self.columns(es, options)
-        select_cols = [table.c[n] for n in names] + [expr.label(f"_k{i}") for i, (expr, _) in enumerate(keys)]
-        query = sa.select(*select_cols).where(*where).order_by(*paging.order_clauses(keys))
+        query = self._select(table, names, sort_columns)
+        query = query.where(*where).order_by(*paging.order_clauses(keys))
 
         remaining = options.top
         if options.skiptoken:
@@ -118,8 +119,7 @@ class Reader:
         if limit is not None:
             query = query.limit(limit + 1)
 
-        result = await conn.execute(query)
-        raw = result.all()
+        raw = await conn.fetch(query)
         next_token = None
         if limit is not None and len(raw) > limit:
             raw = raw[:limit]
@@ -127,11 +127,18 @@ class Reader:
             if left is None or left > 0:
                 last = raw[-1]
                 next_token = self.signer.encode([last[len(names) + i] for i in range(len(keys))], left)
-        rows = self._shape(es, names, raw)
         total = await self.count(conn, es, base, options) if options.count else None
+        rows = self._shape(es, names, raw)
         if options.expand:
             await self.expand(conn, es, rows, options)
         return Page(rows, total, next_token)
+
+    @staticmethod
+    def _select(table: sa.Table, names: list[str], extra: list | None = None) -> sa.Select:
+        """SELECT the named columns; ``SELECT table`` when they are all of them (much cheaper to build)."""
+        if len(names) == len(table.c) and all(c.name == n for c, n in zip(table.c, names, strict=True)):
+            return sa.select(table, *(extra or ()))
+        return sa.select(*(table.c[n] for n in names), *(extra or ()))
 
     def page_size(self) -> int:
         size = self.ctx.max_page_size
@@ -141,12 +148,11 @@ class Reader:
             self.ctx.applied.append(f"odata.maxpagesize={size}")
         return size
 
-    async def entity(self, conn: AsyncConnection, es: EntitySet, base: list, options: QueryOptions) -> dict | None:
-        table = self.tables(es.name)
+    async def entity(self, conn: ReadSession, es: EntitySet, base: list, options: QueryOptions) -> dict | None:
+        table = self.store.table(es.name)
         where = base + self.conditions(es, table, None)
         names = self.columns(es, options)
-        result = await conn.execute(sa.select(*(table.c[n] for n in names)).where(*where).limit(2))
-        raw = result.all()
+        raw = await conn.fetch(self._select(table, names).where(*where).limit(2))
         if not raw:
             return None
         rows = self._shape(es, names, raw[:1])
@@ -155,25 +161,25 @@ class Reader:
         return rows[0]
 
     def _shape(self, es: EntitySet, names: list[str], raw: list) -> list[dict]:
-        conc = [names.index(n) for n in entity_tag_properties(es)]
+        """Raw driver rows as dicts: the ETag first (as the payload wants it), then the fetched properties."""
+        build = self.store.row_builder(self.store.table(es.name), tuple(names))
         hooks = self._hooks(es)
         present = type(hooks).present is not EntityHooks.present
-        width = len(names)
-        rows = []
-        for record in raw:
-            row = dict(zip(names, record[:width], strict=True))
-            row["@etag"] = etag([record[i] for i in conc])
+        concurrency = es.concurrency
+        single = concurrency[0] if len(concurrency) == 1 else None
+        rows = [build(record) for record in raw]
+        for row in rows:
+            row["@odata.etag"] = etag([row[single]] if single else [row[n] for n in concurrency])
             if present:
                 hooks.present(self.ctx.principal, row)
-            rows.append(row)
         return rows
 
-    async def expand(self, conn: AsyncConnection, es: EntitySet, rows: list[dict], options: QueryOptions) -> None:
+    async def expand(self, conn: ReadSession, es: EntitySet, rows: list[dict], options: QueryOptions) -> None:
         et = es.entity_type
         for nav_name, nested in options.expand.items():
             nav = et.navigations[nav_name]
             target = self.model.target_set(es, nav)
-            table = self.tables(target.name)
+            table = self.store.table(target.name)
             locals_, remotes = [loc for loc, _ in nav.join], [r for _, r in nav.join]
             parent_keys = {tuple(row[loc] for loc in locals_) for row in rows}
             parent_keys.discard(tuple(None for _ in locals_))
@@ -182,7 +188,7 @@ class Reader:
             values = [k[0] for k in parent_keys if k[0] is not None]
             children: dict[tuple, list[dict]] = defaultdict(list)
             if values:
-                base = [table.c[remotes[0]].in_(values)]
+                base = [self.store.in_list(table.c[remotes[0]], values)]
                 child_opts = QueryOptions(target, select=nested.select, expand=nested.expand, filter=nested.filter,
                                           orderby=nested.orderby, search=nested.search)
                 if nested.select is not None and remotes[0] not in nested.select:
@@ -196,18 +202,20 @@ class Reader:
                     total = len(found)
                     start = nested.skip or 0
                     found = found[start:] if nested.top is None else found[start:start + nested.top]
-                    row[nav_name] = found
                     if nested.count:
-                        row[f"{nav_name}@count"] = total
+                        row[f"{nav_name}@odata.count"] = total
+                    row[nav_name] = found
                 else:
                     row[nav_name] = found[0] if found else None
 
 
-def entity_tag_properties(es: EntitySet) -> list[str]:
-    """The key plus the set's Core.OptimisticConcurrency properties: what an ETag is computed from."""
-    return [es.entity_type.key, *(n for n in es.concurrency if n != es.entity_type.key)]
-
-
 def etag(values: list) -> str:
+    """A weak ETag from the set's Core.OptimisticConcurrency values (for most sets: Modified, as stored text)."""
+    if len(values) == 1:
+        value = values[0]
+        if isinstance(value, dt.datetime):
+            value = value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if isinstance(value, str) and '"' not in value:
+            return f'W/"{value}"'
     digest = hashlib.blake2b(orjson.dumps(values, default=str), digest_size=8).hexdigest()
     return f'W/"{digest}"'

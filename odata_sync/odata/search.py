@@ -96,7 +96,8 @@ def parse(text: str) -> Term:
 def compile_search(term: Term, columns: list[sa.ColumnElement]) -> sa.ColumnElement:
     if term.op == "word":
         needle = term.value.lower()
-        return sa.or_(*(sa.func.lower(c).contains(needle, autoescape=True) for c in columns)) if columns else sa.false()
+        matches = (sa.func.lower(sa.func.coalesce(c, "")).contains(needle, autoescape=True) for c in columns)
+        return sa.or_(*matches) if columns else sa.false()
     if term.op == "not":
         return sa.not_(compile_search(term.children[0], columns))
     parts = [compile_search(child, columns) for child in term.children]

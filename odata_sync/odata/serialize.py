@@ -37,14 +37,14 @@ def entity_url(ctx: RequestContext, es: EntitySet, key) -> str:
     return f"{ctx.root}{es.name}{key_literal(es, key)}"
 
 
-def _select_part(es: EntitySet, options: QueryOptions | None) -> str:
+def select_part(es: EntitySet, options: QueryOptions | None) -> str:
     if options is None or options.select is None:
         return ""
     items = list(options.select)
     for nav, nested in options.expand.items():
         if nav in items:
             items.remove(nav)
-        inner = _select_part(nested.entity_set, nested)
+        inner = select_part(nested.entity_set, nested)
         items.append(f"{nav}{inner}")
     return "(" + ",".join(items) + ")"
 
@@ -54,10 +54,48 @@ def context_url(ctx: RequestContext, fragment: str) -> str:
 
 
 class Serializer:
+    """Turns reader rows into payloads. In the default case (minimal metadata, no IEEE754 strings) the rows already
+    are the payload and are only trimmed in place; the other formats build new objects."""
+
     def __init__(self, model: Model, ctx: RequestContext) -> None:
         self.model = model
         self.ctx = ctx
+        self.final = ctx.metadata == "minimal" and not ctx.ieee754
 
+    # ---- the default format: trim in place ----------------------------------------------------------------
+    def _trim(self, es: EntitySet, rows: list[dict], options: QueryOptions) -> None:
+        if not rows:
+            return
+        visible = visible_properties(es, options)
+        navs = options.expand
+        allowed = {"@odata.etag", *visible, *navs, *(f"{n}@odata.count" for n in navs)}
+        first = rows[0]
+        extras = [k for k in first if k not in allowed]
+        missing = [v for v in visible if v not in first]
+        if extras or missing:
+            for row in rows:
+                for name in extras:
+                    del row[name]
+                for name in missing:
+                    row[name] = None
+        for nav_name, nested in navs.items():
+            target = self.model.target_set(es, es.entity_type.navigations[nav_name])
+            children = []
+            for row in rows:
+                value = row.get(nav_name)
+                if isinstance(value, list):
+                    children.extend(value)
+                elif value is not None:
+                    children.append(value)
+            if nav_name in options.expand_refs:
+                for row in rows:
+                    value = row.get(nav_name)
+                    row[nav_name] = [self._ref(target, c) for c in value] if isinstance(value, list) else (
+                        None if value is None else self._ref(target, value))
+            else:
+                self._trim(target, children, nested)
+
+    # ---- other formats -------------------------------------------------------------------------------------
     def entity(self, es: EntitySet, row: dict, options: QueryOptions, visible: list[str]) -> dict:
         ctx = self.ctx
         et = es.entity_type
@@ -66,10 +104,10 @@ class Serializer:
             url = entity_url(ctx, es, row[et.key])
             out["@odata.type"] = f"#{self.model.namespace}.{et.name}"
             out["@odata.id"] = url
-            out["@odata.etag"] = row["@etag"]
+            out["@odata.etag"] = row["@odata.etag"]
             out["@odata.editLink"] = url
         elif ctx.metadata == "minimal":
-            out["@odata.etag"] = row["@etag"]
+            out["@odata.etag"] = row["@odata.etag"]
         props = et.properties
         for name in visible:
             value = row.get(name)
@@ -88,8 +126,8 @@ class Serializer:
             is_ref = nav_name in options.expand_refs
             nested_visible = visible_properties(target, nested)
             if nav.collection:
-                if f"{nav_name}@count" in row:
-                    out[f"{nav_name}@odata.count"] = self._count(row[f"{nav_name}@count"])
+                if f"{nav_name}@odata.count" in row:
+                    out[f"{nav_name}@odata.count"] = self._count(row[f"{nav_name}@odata.count"])
                 out[nav_name] = [self._ref(target, c) if is_ref else self.entity(target, c, nested, nested_visible)
                                  for c in value or []]
             else:
@@ -103,15 +141,21 @@ class Serializer:
     def _count(self, count: int):
         return str(count) if self.ctx.ieee754 else count
 
+    def _values(self, es: EntitySet, rows: list[dict], options: QueryOptions) -> list[dict]:
+        if self.final:
+            self._trim(es, rows, options)
+            return rows
+        visible = visible_properties(es, options)
+        return [self.entity(es, row, options, visible) for row in rows]
+
     def collection(self, es: EntitySet, rows: list[dict], options: QueryOptions, *, count: int | None,
                    next_link: str | None, context_fragment: str | None = None) -> dict:
         out: dict = {}
         if self.ctx.metadata != "none":
-            out["@odata.context"] = context_url(self.ctx, context_fragment or es.name + _select_part(es, options))
+            out["@odata.context"] = context_url(self.ctx, context_fragment or es.name + select_part(es, options))
         if count is not None:
             out["@odata.count"] = self._count(count)
-        visible = visible_properties(es, options)
-        out["value"] = [self.entity(es, row, options, visible) for row in rows]
+        out["value"] = self._values(es, rows, options)
         if next_link:
             out["@odata.nextLink"] = next_link
         return out
@@ -119,7 +163,6 @@ class Serializer:
     def single(self, es: EntitySet, row: dict, options: QueryOptions) -> dict:
         out: dict = {}
         if self.ctx.metadata != "none":
-            out["@odata.context"] = context_url(self.ctx, f"{es.name}{_select_part(es, options)}/$entity")
-        out.update(self.entity(es, row, options, visible_properties(es, options)))
+            out["@odata.context"] = context_url(self.ctx, f"{es.name}{select_part(es, options)}/$entity")
+        out.update(self._values(es, [row], options)[0])
         return out
-

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import unquote, unquote_plus
 
 from odata_sync.errors import BadRequest
@@ -89,8 +90,11 @@ def parse_query(raw_query: str) -> tuple[dict[str, str], dict[str, str]]:
     return options, params
 
 
+@lru_cache(maxsize=1024)
 def parse_url(raw_path_and_query: str, root: str) -> ParsedUrl:
-    """``raw_path_and_query`` is the request target as received; ``root`` the service root path (``/api.rsc``)."""
+    """``raw_path_and_query`` is the request target as received; ``root`` the service root path (``/api.rsc``).
+    Cached: clients repeat URLs (polling, paging through the same query), and callers treat the result as read-only.
+    """
     path, _, query = raw_path_and_query.partition("?")
     path = re.sub(r"/{2,}", "/", path)
     if not path.lower().startswith(root.lower()):

@@ -7,6 +7,7 @@ from odata_sync.odata.hooks import EntityHooks, Principal
 from odata_sync.service import roles
 from odata_sync.service.actions import UserActions
 from odata_sync.service.auth import Authenticator
+from odata_sync.service.connection_actions import ConnectionActions
 from odata_sync.service.connections import ConnectionHooks
 from odata_sync.service.jobs import JobHooks
 from odata_sync.service.secrets import SecretBox
@@ -33,7 +34,11 @@ class CDataService:
         }
         self._default = EntityHooks()
         user_actions = UserActions(store, users)
-        self._actions = {"CreateUsers": user_actions.create_users, "ResetAuthToken": user_actions.reset_auth_token}
+        connection_actions = ConnectionActions(store, self.connections)
+        self._actions = {"CreateUsers": user_actions.create_users, "ResetAuthToken": user_actions.reset_auth_token,
+                         "TestConnection": connection_actions.test_connection,
+                         "GetConnectionTables": connection_actions.get_tables,
+                         "GetConnectionTableColumns": connection_actions.get_columns}
 
     def hooks(self, entity_set: str) -> EntityHooks:
         return self._hooks.get(entity_set, self._default)

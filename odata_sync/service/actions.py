@@ -30,14 +30,16 @@ class UserActions:
             raise BadRequest("CreateUsers needs User#1 (and optionally Password#1, Roles#1, Active#1, FederationId#1)")
 
         def nth(name: str, index: int, default=None):
-            values = call.params.get(name) or []
+            values = call.params.get(name) or []  # aligned by number: User#2 and Password#2 share index 1
             return values[index] if index < len(values) and values[index] is not None else default
 
         users = self.store.table("Users")
         out = []
-        async with self.store.engine.begin() as conn:
+        async with self.store.write() as conn:
             tx = self._tx(conn, call)
             for index, name in enumerate(names):
+                if name is None:
+                    continue
                 if not isinstance(name, str):
                     raise BadRequest(f"User#{index + 1} must be a string")
                 if await common.exists(tx, "Users", "User", name):
@@ -59,7 +61,7 @@ class UserActions:
         if name != principal.name and not principal.has(ADMIN):
             raise Forbidden("Only an administrator may reset another user's token")
         users = self.store.table("Users")
-        async with self.store.engine.begin() as conn:
+        async with self.store.write() as conn:
             tx = self._tx(conn, call)
             row = (await conn.execute(sa.select(users.c.ExpiredIn).where(users.c.User == name))).first()
             if row is None:

@@ -14,7 +14,7 @@ from odata_sync.store.types import utcnow
 async def ensure_admin(store: Store, *, token: str | None, password: str | None) -> str | None:
     """Return the new admin's token when one was created (None when users already exist)."""
     users = store.table("Users")
-    async with store.engine.begin() as conn:
+    async with store.write() as conn:
         if (await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar_one():
             return None
         token = token or new_token()

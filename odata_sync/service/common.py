@@ -81,9 +81,14 @@ async def require_connection(tx: WriteContext, name: str | None, what: str) -> N
         raise BadRequest(f"{what} names the connection '{name}', which does not exist", target=what)
 
 
-async def job_status(tx: WriteContext, job_name: str) -> str | None:
+async def job_status(tx: WriteContext, job_name: str, *, lock: bool = False) -> str | None:
+    """The job's Status (None: no such job). ``lock`` holds the job row until commit (PostgreSQL), so concurrent
+    writers of its tasks queue up instead of both taking the same Index."""
     jobs = tx.tables("Jobs")
-    return (await tx.conn.execute(sa.select(jobs.c.Status).where(jobs.c.JobName == job_name))).scalar()
+    query = sa.select(jobs.c.Status).where(jobs.c.JobName == job_name)
+    if lock and tx.conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return (await tx.conn.execute(query)).scalar()
 
 
 async def refuse_if_running(tx: WriteContext, job_name: str, doing: str) -> None:

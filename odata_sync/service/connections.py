@@ -48,6 +48,7 @@ class ConnectionHooks(EntityHooks):
         common.check_name(values["Name"], "Name")
         values["ProviderName"] = canonical_provider(values["ProviderName"])
         text = values.get("ConnectionString") or ""
+        text = connstr.unmask(text, None)  # a masked secret with nothing stored behind it is refused
         connstr.validate(values["ProviderName"], text)
         values["ConnectionString"] = self.box.encrypt(text)
         values["ConnectionState"] = "Untested"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from odata_sync.errors import BadRequest, Conflict
+from odata_sync.odata.body import ordered
 from odata_sync.odata.hooks import EntityHooks, WriteContext
 from odata_sync.service import common
 from odata_sync.service.tasks import insert_tasks
@@ -34,6 +35,7 @@ def _schedule(tx: WriteContext, row: dict, changes: dict) -> None:
 
 class JobHooks(EntityHooks):
     array_members = frozenset({"Query"})
+    lenient_strings = frozenset({"Type"})
 
     async def before_create(self, tx: WriteContext, values: dict) -> None:
         common.unexpected_extras(tx, ("Query",))
@@ -44,12 +46,12 @@ class JobHooks(EntityHooks):
         values["JobId"] = common.new_id()
         _schedule(tx, values, values)
         common.stamp_create(tx, values)
-        for index, query in enumerate(tx.extras.get("Query", []), start=1):
+        for index, query in enumerate(ordered(tx.extras.get("Query", {})), start=1):
             if not isinstance(query, str) or not query.strip():
                 raise BadRequest(f"Query#{index} must be a non-empty string", target=f"Query#{index}")
 
     async def after_create(self, tx: WriteContext, values: dict) -> None:
-        queries = tx.extras.get("Query", [])
+        queries = ordered(tx.extras.get("Query", {}))
         if queries:
             await insert_tasks(tx, values["JobName"], [{"Query": q} for q in queries])
 

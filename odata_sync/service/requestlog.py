@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import re
+import time
 import uuid
 
 import sqlalchemy as sa
 
 from odata_sync.store.engine import Store
-from odata_sync.store.types import utcnow
 
 log = logging.getLogger(__name__)
 _SECRET_PARAM = re.compile(r"((?:^|[?&])(?:%40|@)?[^=&]*(?:authtoken|password|pwd|secret|token|apikey)[^=&]*=)[^&]*",
@@ -34,11 +35,17 @@ class RequestLog:
 
     def record(self, *, method: str, url: str, user: str | None, remote: str | None, status: int, runtime_ms: int,
                error: str | None) -> None:
-        self._pending.append({"Id": str(uuid.uuid4()), "Timestamp": utcnow(), "Method": method,
-                              "URL": strip_secrets(url)[:4000], "User": user, "RemoteIP": remote, "Status": status,
-                              "Runtime": runtime_ms, "Error": error[:2000] if error else None})
+        """Cheap on the request path: a tuple now; ids, secret stripping and rows at flush time."""
+        self._pending.append((time.time(), method, url, user, remote, status, runtime_ms, error))
         if len(self._pending) >= self.max_batch:
             self._wake.set()
+
+    @staticmethod
+    def _row(entry: tuple) -> dict:
+        when, method, url, user, remote, status, runtime_ms, error = entry
+        return {"Id": str(uuid.uuid4()), "Timestamp": dt.datetime.fromtimestamp(when, dt.UTC), "Method": method,
+                "URL": strip_secrets(url)[:4000], "User": user, "RemoteIP": remote, "Status": status,
+                "Runtime": runtime_ms, "Error": error[:2000] if error else None}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="request-log")
@@ -69,9 +76,9 @@ class RequestLog:
             return
         requests, users = self.store.table("Requests"), self.store.table("Users")
         try:
-            async with self.store.engine.begin() as conn:
+            async with self.store.write() as conn:
                 if batch:
-                    await conn.execute(requests.insert(), batch)
+                    await conn.execute(requests.insert(), [self._row(entry) for entry in batch])
                 for name, when in logins.items():
                     await conn.execute(sa.update(users).where(users.c.User == name).values(LastLogin=when))
         except Exception:

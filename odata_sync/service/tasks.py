@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 
 from odata_sync.errors import BadRequest
@@ -31,12 +33,19 @@ async def _index_taken(tx: WriteContext, job_name: str, index: int) -> bool:
     return (await tx.conn.execute(query)).first() is not None
 
 
+_SIMPLE_REPLICATE = re.compile(r"^\s*REPLICATE\s+\[((?:[^\]]|\]\])+)\]\s*;?\s*$", re.I)
+
+
 def _complete(values: dict, creating: bool) -> None:
     query, table = values.get("Query"), values.get("Table")
     if query is not None and not query.strip():
         raise BadRequest("Query must not be empty", target="Query")
     if query is None and table:
         values["Query"] = query_for_table(table)
+    elif query is not None and not table:
+        simple = _SIMPLE_REPLICATE.match(query)
+        if simple:  # REPLICATE [T] names its table
+            values["Table"] = simple.group(1).replace("]]", "]")
     elif creating and query is None:
         raise BadRequest("A task needs a Query or a Table", target="Query")
     if values.get("Index") is not None and values["Index"] < 1:
@@ -61,7 +70,7 @@ class TaskHooks(EntityHooks):
 
     async def before_create(self, tx: WriteContext, values: dict) -> None:
         common.unexpected_extras(tx)
-        status = await common.job_status(tx, values["JobName"])
+        status = await common.job_status(tx, values["JobName"], lock=True)
         if status is None:
             raise BadRequest(f"Job '{values['JobName']}' does not exist", target="JobName")
         await common.refuse_if_running(tx, values["JobName"], "get new tasks")
@@ -74,6 +83,7 @@ class TaskHooks(EntityHooks):
 
     async def before_update(self, tx: WriteContext, old: dict, changes: dict) -> None:
         common.unexpected_extras(tx)
+        await common.job_status(tx, old["JobName"], lock=True)
         await common.refuse_if_running(tx, old["JobName"], "have its tasks changed")
         job_name = changes.get("JobName", old["JobName"])
         if job_name != old["JobName"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from odata_sync.errors import BadRequest, Conflict
+from odata_sync.odata.body import ordered
 from odata_sync.odata.hooks import EntityHooks, WriteContext
 from odata_sync.service import common
 
@@ -28,7 +29,7 @@ async def _validate(tx: WriteContext, row: dict, changes: dict) -> None:
             raise BadRequest(f"TriggerAfterJob names the job '{job}', which does not exist", target="TriggerAfterJob")
     queries = tx.extras.get("Query")
     if queries is not None:
-        changes["Queries"] = [*(changes.get("Queries") or []), *queries]
+        changes["Queries"] = [*(changes.get("Queries") or []), *ordered(queries)]
     for index, query in enumerate(changes.get("Queries") or [], start=1):
         if not isinstance(query, str) or not query.strip():
             raise BadRequest(f"Query {index} must be a non-empty string", target="Queries")

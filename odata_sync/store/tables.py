@@ -60,9 +60,12 @@ def _table(metadata: sa.MetaData, es: EntitySet) -> sa.Table:
         columns.append(sa.Column(prop.name, column_type(prop, is_key), primary_key=is_key,
                                  autoincrement=autoincrement if is_key else "auto",
                                  nullable=not is_key and prop.nullable,
-                                 index=prop.indexed))
+                                 index=prop.indexed and not prop.index_with))
     columns += [c._copy() for c in PRIVATE_COLUMNS.get(es.name, [])]
-    return sa.Table(table_name(es.name), metadata, *columns)
+    name = table_name(es.name)
+    indexes = [sa.Index(f"ix_{name}_{prop.name}_{'_'.join(prop.index_with)}", prop.name, *prop.index_with)
+               for prop in et.properties.values() if prop.index_with]
+    return sa.Table(name, metadata, *columns, *indexes)
 
 
 def build_metadata(model: Model) -> sa.MetaData:

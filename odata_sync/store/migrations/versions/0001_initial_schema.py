@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-23 02:52:31.072523
+Create Date: 2026-11-23 03:09:02.774489
 """
 
 import sqlalchemy as sa
@@ -24,9 +24,9 @@ def upgrade() -> None:
     sa.Column('ConnectionString', sa.Text(), nullable=True),
     sa.Column('Verbosity', sa.Integer(), nullable=False),
     sa.Column('ConnectionState', sa.Text(), nullable=False),
-    sa.Column('LastTested', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('Created', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('Modified', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('LastTested', odata_sync.store.types.UTCDateTime(), nullable=True),
+    sa.Column('Created', odata_sync.store.types.UTCDateTime(), nullable=True),
+    sa.Column('Modified', odata_sync.store.types.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('Name')
     )
     with op.batch_alter_table('connections', schema=None) as batch_op:
@@ -37,8 +37,8 @@ def upgrade() -> None:
     sa.Column('RunId', sa.String(length=36), nullable=False),
     sa.Column('JobName', sa.String(length=256), nullable=True),
     sa.Column('JobId', sa.String(length=36), nullable=True),
-    sa.Column('RunStartDate', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('RunEndDate', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('RunStartDate', odata_sync.store.types.UTCDateTime(), nullable=True),
+    sa.Column('RunEndDate', odata_sync.store.types.UTCDateTime(), nullable=True),
     sa.Column('Status', sa.Text(), nullable=False),
     sa.Column('Details', sa.Text(), nullable=True),
     sa.Column('Runtime', sa.BigInteger(), nullable=True),
@@ -89,21 +89,21 @@ def upgrade() -> None:
     sa.Column('PreJob', sa.Text(), nullable=True),
     sa.Column('PostJob', sa.Text(), nullable=True),
     sa.Column('Status', sa.Text(), nullable=False),
-    sa.Column('LastRun', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('NextRun', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('LastRun', odata_sync.store.types.UTCDateTime(), nullable=True),
+    sa.Column('NextRun', odata_sync.store.types.UTCDateTime(), nullable=True),
     sa.Column('LastRunStatus', sa.Text(), nullable=True),
-    sa.Column('Created', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('Modified', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('Created', odata_sync.store.types.UTCDateTime(), nullable=True),
+    sa.Column('Modified', odata_sync.store.types.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('JobName')
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_jobs_Created'), ['Created'], unique=False)
-        batch_op.create_index(batch_op.f('ix_jobs_Destination'), ['Destination'], unique=False)
-        batch_op.create_index(batch_op.f('ix_jobs_Source'), ['Source'], unique=False)
+        batch_op.create_index('ix_jobs_Destination_Created', ['Destination', 'Created'], unique=False)
+        batch_op.create_index('ix_jobs_Source_Created', ['Source', 'Created'], unique=False)
 
     op.create_table('requests',
     sa.Column('Id', sa.String(length=36), autoincrement=False, nullable=False),
-    sa.Column('Timestamp', odata_sync.store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('Timestamp', odata_sync.store.types.UTCDateTime(), nullable=False),
     sa.Column('Method', sa.Text(), nullable=False),
     sa.Column('URL', sa.Text(), nullable=False),
     sa.Column('User', sa.Text(), nullable=True),
@@ -131,8 +131,8 @@ def upgrade() -> None:
     sa.Column('Table', sa.Text(), nullable=True),
     sa.Column('Status', sa.Text(), nullable=False),
     sa.Column('Details', sa.Text(), nullable=True),
-    sa.Column('RunStartDate', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('RunEndDate', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('RunStartDate', odata_sync.store.types.UTCDateTime(), nullable=True),
+    sa.Column('RunEndDate', odata_sync.store.types.UTCDateTime(), nullable=True),
     sa.Column('Runtime', sa.BigInteger(), nullable=True),
     sa.Column('RecordsAffected', sa.BigInteger(), nullable=True),
     sa.Column('RecordsInserted', sa.BigInteger(), nullable=True),
@@ -154,9 +154,9 @@ def upgrade() -> None:
     sa.Column('Table', sa.Text(), nullable=True),
     sa.Column('LastRunStatus', sa.Text(), nullable=True),
     sa.Column('LastRunRecords', sa.BigInteger(), nullable=True),
-    sa.Column('LastRun', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('Created', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('Modified', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('LastRun', odata_sync.store.types.UTCDateTime(), nullable=True),
+    sa.Column('Created', odata_sync.store.types.UTCDateTime(), nullable=True),
+    sa.Column('Modified', odata_sync.store.types.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('TaskId')
     )
     with op.batch_alter_table('tasks', schema=None) as batch_op:
@@ -174,10 +174,10 @@ def upgrade() -> None:
     sa.Column('Verbosity', sa.Integer(), nullable=False),
     sa.Column('CommandTimeout', sa.Integer(), nullable=True),
     sa.Column('Status', sa.Text(), nullable=False),
-    sa.Column('LastRun', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('LastRun', odata_sync.store.types.UTCDateTime(), nullable=True),
     sa.Column('LastRunStatus', sa.Text(), nullable=True),
-    sa.Column('Created', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('Modified', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('Created', odata_sync.store.types.UTCDateTime(), nullable=True),
+    sa.Column('Modified', odata_sync.store.types.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('TransformationName')
     )
     with op.batch_alter_table('transformations', schema=None) as batch_op:
@@ -193,12 +193,12 @@ def upgrade() -> None:
     sa.Column('FederationId', sa.Text(), nullable=True),
     sa.Column('ExpiredIn', sa.Integer(), nullable=True),
     sa.Column('UserId', sa.String(length=36), nullable=False),
-    sa.Column('LastLogin', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('LastLogin', odata_sync.store.types.UTCDateTime(), nullable=True),
     sa.Column('AuthToken', sa.Text(), nullable=True),
-    sa.Column('Created', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('Modified', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('Created', odata_sync.store.types.UTCDateTime(), nullable=True),
+    sa.Column('Modified', odata_sync.store.types.UTCDateTime(), nullable=True),
     sa.Column('_TokenHash', sa.String(length=64), nullable=True),
-    sa.Column('_TokenExpires', odata_sync.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('_TokenExpires', odata_sync.store.types.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('User')
     )
     with op.batch_alter_table('users', schema=None) as batch_op:
@@ -238,8 +238,8 @@ def downgrade() -> None:
 
     op.drop_table('requests')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_jobs_Source'))
-        batch_op.drop_index(batch_op.f('ix_jobs_Destination'))
+        batch_op.drop_index('ix_jobs_Source_Created')
+        batch_op.drop_index('ix_jobs_Destination_Created')
         batch_op.drop_index(batch_op.f('ix_jobs_Created'))
 
     op.drop_table('jobs')

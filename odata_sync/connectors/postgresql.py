@@ -1,0 +1,313 @@
+"""PostgreSQL: source and destination through asyncpg.
+
+Reads use a server-side cursor inside a read-only transaction; writes use binary COPY (``copy_records_to_table``), and
+upserts COPY into a temporary table and merge from there, so a batch costs a few round trips whatever its size.
+"""
+
+from __future__ import annotations
+
+import itertools
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from odata_sync.errors import BadRequest, ConnectionFailed, ODataSyncError
+
+from . import values
+from .base import BatchReader, ColumnInfo, Connector, TableInfo, WriteCounts
+from .sql import brackets_to_quotes, build_select, delete_statement, merge_statements, quote_ident
+from .types import PG_NATIVE_DECODED, CanonicalType, TypeWarning, map_columns, pg_to_canonical, to_native
+
+_stage_ids = itertools.count(1)
+_TABLE_KINDS = {"TABLES": ["r", "p", "f"], "VIEWS": ["v", "m"], "ALL": ["r", "p", "f", "v", "m"]}
+#: Types without an equality operator: compared as text when an upsert looks for changed rows.
+_NO_EQUALITY = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle")
+
+
+def _q(name: str) -> str:
+    return quote_ident(name, '"')
+
+
+def _select_expr(column: ColumnInfo) -> str:
+    """How a column is selected so that asyncpg hands back its canonical value."""
+    native = column.native_type.lower()
+    if native.endswith("]"):
+        return f"to_json({_q(column.name)})"
+    base = native.split("(")[0].strip()
+    if base in PG_NATIVE_DECODED or native in PG_NATIVE_DECODED or native.startswith(("timestamp", "time without")):
+        return _q(column.name)
+    return f"{_q(column.name)}::text"
+
+
+def _differs(native: dict[str, str]) -> Any:
+    def differs(left: str, right: str, column: str) -> str:
+        if native.get(column, "").split("(")[0] in _NO_EQUALITY:
+            return f"{left}::text IS DISTINCT FROM {right}::text"
+        return f"{left} IS DISTINCT FROM {right}"
+    return differs
+
+
+class _Reader:
+    def __init__(self, cursor: Any, transaction: Any, converters: list) -> None:
+        self._cursor, self._transaction, self._converters = cursor, transaction, converters
+
+    async def fetch(self, size: int) -> list[tuple]:
+        if self._cursor is None:
+            return []
+        records = await self._cursor.fetch(size)
+        return values.convert_rows(records, self._converters)
+
+    async def close(self) -> None:
+        self._cursor = None
+        transaction, self._transaction = self._transaction, None
+        if transaction is not None:
+            await transaction.rollback()  # read-only: nothing to keep
+
+
+class PostgreSQLConnector(Connector):
+    provider = "PostgreSQL"
+    driver_errors = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+    def __init__(self, settings: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(settings, **kwargs)
+        self._conn: asyncpg.Connection | None = None
+        self._tx: Any = None
+        self.default_schema = "public"
+        self.database = settings["Database"]
+
+    @property
+    def conn(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            raise ConnectionFailed("PostgreSQL: the connection is closed")
+        return self._conn
+
+    def _failure(self, exc: BaseException) -> ODataSyncError | None:
+        if isinstance(exc, asyncpg.PostgresError):
+            message = self._scrub(f"PostgreSQL: {' '.join(str(exc).split())}")
+            state = getattr(exc, "sqlstate", "") or ""
+            if state.startswith("42") and state != "42501":  # syntax error, undefined table/column...
+                return BadRequest(message)
+            return ConnectionFailed(message)
+        if isinstance(exc, ssl.SSLError | OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
+            return ConnectionFailed(self._scrub(f"PostgreSQL: {' '.join(str(exc).split()) or type(exc).__name__}"))
+        return None
+
+    def _target(self, table: str, schema: str | None) -> str:
+        """Qualified when a schema is given; otherwise resolved through the search path, like any client would."""
+        return f"{_q(schema)}.{_q(table)}" if schema else _q(table)
+
+    # --- lifecycle --------------------------------------------------------------------------------------------------
+
+    async def _open(self, *, create_missing: bool = False) -> None:
+        s = self.settings
+        sslmode = s.get("SSLMode")
+        self._conn = await asyncpg.connect(
+            host=s["Server"], port=s["Port"], user=s["User"], password=s.get("Password") or None,
+            database=s["Database"], timeout=self.timeout or 60, ssl=sslmode if sslmode else None,
+            server_settings={"application_name": "odata-sync"})
+        self.default_schema = await self._conn.fetchval("SELECT current_schema()") or "public"
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await conn.close(timeout=self.timeout or 10)
+            except Exception:  # closing a broken connection: terminate it instead
+                conn.terminate()
+
+    async def _ping(self) -> None:
+        await self.conn.fetchval("SELECT 1")
+
+    # --- metadata ---------------------------------------------------------------------------------------------------
+
+    async def _list_tables(self, kind: str, schema: str | None) -> list[TableInfo]:
+        rows = await self.conn.fetch(
+            """SELECT c.relname, n.nspname, c.relkind::text AS relkind, current_database() AS catalog
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind::text = ANY($1::text[]) AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                 AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+                 AND ($2::text IS NULL OR n.nspname = $2)""", _TABLE_KINDS[kind], schema)
+        return [TableInfo(r["relname"], r["nspname"], r["catalog"], "VIEW" if r["relkind"] in ("v", "m") else "TABLE")
+                for r in rows]
+
+    async def _list_columns(self, table: str, schema: str | None) -> list[ColumnInfo]:
+        rows = await self.conn.fetch(
+            """SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS native, a.attnotnull,
+                      coalesce(a.attnum = ANY(i.indkey), false) AS pk
+               FROM pg_attribute a
+               JOIN pg_class c ON c.oid = a.attrelid
+               LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+               WHERE c.oid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+               ORDER BY a.attnum""", self._target(table, schema))
+        columns = []
+        for r in rows:
+            ctype = pg_to_canonical(r["native"])
+            columns.append(ColumnInfo(name=r["attname"], native_type=r["native"], canonical=ctype,
+                                      nullable=not r["attnotnull"], max_length=ctype.length,
+                                      precision=ctype.precision, scale=ctype.scale, primary_key=r["pk"],
+                                      ordinal=len(columns) + 1))
+        return columns
+
+    async def _estimate_rows(self, table: str, schema: str | None) -> int | None:
+        target = self._target(table, schema)
+        estimate = await self.conn.fetchval("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)",
+                                            target)
+        if estimate is None:
+            raise BadRequest(f"table '{table}' was not found", target="Table")
+        if estimate < 0:  # never analysed: count it
+            estimate = await self.conn.fetchval(f"SELECT count(*) FROM {target}")
+        return int(estimate)
+
+    # --- reading ----------------------------------------------------------------------------------------------------
+
+    async def _start_read(self, query: str | None, table: tuple[str | None, str] | None, columns: list[str],
+                          where: list, order_by: list[str], batch_size: int) -> tuple[list[ColumnInfo], BatchReader]:
+        nested = self.conn.is_in_transaction()
+        transaction = self.conn.transaction() if nested else self.conn.transaction(readonly=True,
+                                                                                   isolation="repeatable_read")
+        await transaction.start()  # before any statement: the isolation level must come first
+        try:
+            available, sql, params = await self._plan_read(query, table, columns, where, order_by)
+            cursor = await (await self.conn.prepare(sql)).cursor(*params)
+        except BaseException:
+            await transaction.rollback()
+            raise
+        converters = [values.compose(values.coercer(c.canonical)) for c in available]
+        return available, _Reader(cursor, transaction, converters)
+
+    async def _plan_read(self, query: str | None, table: tuple[str | None, str] | None, columns: list[str],
+                         where: list, order_by: list[str]) -> tuple[list[ColumnInfo], str, list[Any]]:
+        """The columns a read returns and the statement (with parameters) that reads them."""
+        if table is not None:
+            schema, name = table
+            available = await self._target_columns(name, schema, columns) if columns else \
+                await self._list_columns(name, schema)
+            if not available:
+                raise BadRequest(f"table '{name}' was not found", target="Table")
+            select_list = [_select_expr(c) + (f" AS {_q(c.name)}" if _select_expr(c) != _q(c.name) else "")
+                           for c in available]
+            from_sql = self._target(name, schema)
+        else:
+            query = brackets_to_quotes(query or "", '"')
+            probe = await self.conn.prepare(query)
+            available = [ColumnInfo.of(a.name, pg_to_canonical(a.type.name) if a.type.kind != "array"
+                                       else CanonicalType("json"), native_type=a.type.name, ordinal=i + 1)
+                         for i, a in enumerate(probe.get_attributes())]
+            if not (columns or where or order_by):
+                return available, query, []  # as written: wrapping could make repeated column names ambiguous
+            if columns:
+                by_name = {c.name: c for c in available}
+                missing = [c for c in columns if c not in by_name]
+                if missing:
+                    raise BadRequest(f"column '{missing[0]}' is not in the query's result")
+                available = [by_name[c] for c in columns]
+            select_list = None
+            from_sql = f"({query}) AS _q"
+        types = {c.name: c.canonical for c in available}
+
+        def encode(column: str, value: Any) -> Any:
+            return values.coercer(types[column])(value) if column in types else value
+
+        sql, params = build_select("", [c.name for c in available], where, order_by, quote=_q, from_sql=from_sql,
+                                   placeholder=lambda i: f"${i}", encode=encode, select_list=select_list)
+        return available, sql, params
+
+    # --- writing ----------------------------------------------------------------------------------------------------
+
+    async def _create_table(self, table: str, columns: list[ColumnInfo], primary_key: list[str],
+                            schema: str | None) -> list[TypeWarning]:
+        ddl, warnings = map_columns(self.provider, [(c.name, c.canonical) for c in columns], primary_key)
+        parts = [f"{_q(c.name)} {t}{'' if c.nullable and c.name not in primary_key else ' NOT NULL'}"
+                 for c, t in zip(columns, ddl, strict=True)]
+        if primary_key:
+            parts.append(f"PRIMARY KEY ({', '.join(_q(k) for k in primary_key)})")
+        if schema:
+            await self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema)}")
+        await self.conn.execute(f"CREATE TABLE {self._target(table, schema)} ({', '.join(parts)})")
+        return warnings
+
+    async def _add_column(self, table: str, column: ColumnInfo, schema: str | None) -> list[TypeWarning]:
+        native = to_native(self.provider, column.canonical)
+        await self.conn.execute(f"ALTER TABLE {self._target(table, schema)} ADD COLUMN {_q(column.name)} {native.ddl}")
+        return [TypeWarning(self.provider, column.name, str(column.canonical), native.ddl, native.lossy)] \
+            if native.lossy else []
+
+    async def _copy(self, table: str, schema: str | None, columns: list[ColumnInfo],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        converters = [values.compose(values.coercer(c.canonical)) for c in columns]
+        records = values.convert_rows(rows, converters)
+        await self.conn.copy_records_to_table(table, records=records, columns=[c.name for c in columns],
+                                              schema_name=schema, timeout=self.timeout)
+
+    async def _write_batch(self, table: str, schema: str | None, columns: list[ColumnInfo],
+                           rows: Sequence[Sequence[Any]]) -> None:
+        await self._copy(table, schema, columns, rows)
+
+    async def _stage(self, table: str, schema: str | None, columns: list[ColumnInfo],
+                     rows: Sequence[Sequence[Any]]) -> str:
+        stage = f"_odsync_stage_{next(_stage_ids)}"
+        names = ", ".join(_q(c.name) for c in columns)
+        await self.conn.execute(f"CREATE TEMP TABLE {_q(stage)} ON COMMIT DROP AS "
+                                f"SELECT {names} FROM {self._target(table, schema)} WITH NO DATA")
+        await self._copy(stage, None, columns, rows)
+        return stage
+
+    async def _upsert_batch(self, table: str, schema: str | None, columns: list[ColumnInfo],
+                            rows: Sequence[Sequence[Any]], key: list[str]) -> WriteCounts:
+        key = [next(c.name for c in columns if c.name.lower() == k.lower()) for k in key]
+        stage = await self._stage(table, schema, columns, rows)
+        natives = {c.name: c.native_type.lower() for c in columns}
+        delete, insert = merge_statements(self._target(table, schema), _q(stage), [c.name for c in columns], key, _q,
+                                          _differs(natives))
+        updated = _count(await self.conn.execute(delete))
+        written = _count(await self.conn.execute(insert))
+        await self.conn.execute(f"DROP TABLE {_q(stage)}")
+        return WriteCounts(inserted=written - updated, updated=updated)
+
+    async def _delete_keys(self, table: str, schema: str | None, key_columns: list[ColumnInfo],
+                           keys: Sequence[Sequence[Any]]) -> int:
+        stage = await self._stage(table, schema, key_columns, keys)
+        deleted = _count(await self.conn.execute(
+            delete_statement(self._target(table, schema), _q(stage), [c.name for c in key_columns], _q)))
+        await self.conn.execute(f"DROP TABLE {_q(stage)}")
+        return deleted
+
+    async def _drop_table(self, table: str, schema: str | None) -> None:
+        await self.conn.execute(f"DROP TABLE IF EXISTS {self._target(table, schema)}")
+
+    async def _truncate(self, table: str, schema: str | None) -> None:
+        await self.conn.execute(f"TRUNCATE TABLE {self._target(table, schema)}")
+
+    async def _rename_table(self, table: str, new_name: str, schema: str | None) -> None:
+        await self.conn.execute(f"ALTER TABLE {self._target(table, schema)} RENAME TO {_q(new_name)}")
+
+    async def _swap_tables(self, first: str, second: str, schema: str | None) -> None:
+        spare = f"_odsync_swap_{next(_stage_ids)}"
+        for old, new in ((first, spare), (second, first), (spare, second)):
+            await self._rename_table(old, new, schema)
+
+    async def _execute(self, sql: str, params: list[Any]) -> int:
+        return _count(await self.conn.execute(sql, *params))
+
+    # --- transactions -----------------------------------------------------------------------------------------------
+
+    async def _begin(self) -> None:
+        self._tx = self.conn.transaction()
+        await self._tx.start()
+
+    async def _commit(self) -> None:
+        tx, self._tx = self._tx, None
+        await tx.commit()
+
+    async def _rollback(self) -> None:
+        tx, self._tx = self._tx, None
+        if tx is not None and self._conn is not None and not self._conn.is_closed():
+            await tx.rollback()
+
+
+def _count(status: str) -> int:
+    """The row count of a command status such as ``INSERT 0 5`` or ``DELETE 3`` (0 when there is none)."""
+    last = (status or "").rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
