@@ -37,10 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     common(migrate)
 
     user = sub.add_parser("user", help="manage users from the command line")
-    common(user)
     user_sub = user.add_subparsers(dest="user_command", required=True)
     reset = user_sub.add_parser("reset-token", help="issue a new auth token for a user (printed once)")
     reset.add_argument("name")
+    common(reset)
     return parser
 
 

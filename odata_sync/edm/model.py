@@ -89,6 +89,7 @@ class EntitySet:
     updatable: bool = True
     deletable: bool = True
     concurrency: list[str] = field(default_factory=list)
+    non_filterable: frozenset[str] = frozenset()  # Capabilities Filter/SortRestrictions: never filtered or sorted on
 
 
 @dataclass
@@ -239,6 +240,12 @@ def load_model(path: Path | str = SCHEMA_PATH) -> Model:
             updatable=_bool_record(block, "Capabilities.UpdateRestrictions", "Updatable"),
             deletable=_bool_record(block, "Capabilities.DeleteRestrictions", "Deletable"),
             concurrency=concurrency or [et.key],
+            non_filterable=frozenset(
+                p.text for p in ([] if block is None else block.findall(
+                    ".//e:PropertyValue[@Property='NonFilterableProperties']//e:PropertyPath", NS))
+            ) | frozenset(
+                p.text for p in ([] if block is None else block.findall(
+                    ".//e:PropertyValue[@Property='NonSortableProperties']//e:PropertyPath", NS))),
         )
     for es in entity_sets.values():
         for nav_name, target in es.bindings.items():

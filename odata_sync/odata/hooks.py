@@ -57,13 +57,14 @@ class EntityHooks:
     alternate_collection_key: str | None = None
     #: body members matching ``Name#N`` that this set accepts (collected into ``WriteContext.extras[Name]``)
     array_members: frozenset[str] = frozenset()
+    #: whether shaped rows (after ``present``) may be cached and reused for any caller; a set whose ``present``
+    #: depends on the caller must say False. Rows are revalidated by the Modified timestamp, so every writer of
+    #: such a set must move Modified on every change (the handler and the service's hooks do).
+    cacheable: bool = True
     #: string properties that also accept a JSON number (CData's ``"Type": 1``)
     lenient_strings: frozenset[str] = frozenset()
     #: whether DELETE on the whole collection (with an optional $filter) prunes it
     collection_delete: bool = False
-
-    #: properties no one may filter, sort or search on (stored encrypted)
-    unfilterable: frozenset[str] = frozenset()
 
     def hidden(self, principal: Principal) -> frozenset[str]:
         """Properties this caller may neither read nor filter on."""

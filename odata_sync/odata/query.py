@@ -22,6 +22,8 @@ from odata_sync.odata.hooks import EntityHooks, RequestContext
 from odata_sync.odata.options import QueryOptions, visible_properties
 from odata_sync.store.engine import ReadSession, Store
 
+ROW_CACHE_ENTRIES = 100_000
+
 
 @dataclass
 class Page:
@@ -48,7 +50,7 @@ class Reader:
     def compiler(self, es: EntitySet, table: sa.FromClause, what: str = "$filter") -> FilterCompiler:
         hooks = self._hooks(es)
         return FilterCompiler(self.model, es, table, self.store.table, self.store.dialect,
-                              hooks.hidden(self.ctx.principal) | hooks.unfilterable, what)
+                              hooks.hidden(self.ctx.principal) | es.non_filterable, what)
 
     def conditions(self, es: EntitySet, table: sa.Table, options: QueryOptions | None) -> list:
         where = []
@@ -60,7 +62,7 @@ class Reader:
         if options.filter:
             where.append(self.compiler(es, table).boolean(parse_expression(options.filter)))
         if options.search is not None:
-            hidden = self._hooks(es).hidden(self.ctx.principal) | self._hooks(es).unfilterable
+            hidden = self._hooks(es).hidden(self.ctx.principal) | es.non_filterable
             columns = [table.c[p.name] for p in es.entity_type.properties.values()
                        if p.type == "Edm.String" and not p.collection and not p.write_only and p.name not in hidden]
             where.append(search.compile_search(options.search, columns))
@@ -102,7 +104,8 @@ class Reader:
         where = base + self.conditions(es, table, options)
         keys = self.sort_keys(es, table, options)
         sort_columns = [expr.label(f"_k{i}") for i, (expr, _) in enumerate(keys)]
-        names = self.columns(es, options)
+        cached = options.select is None and self._cacheable(es)
+        names = [es.entity_type.key, es.concurrency[0]] if cached else self.columns(es, options)
         query = self._select(table, names, sort_columns)
         query = query.where(*where).order_by(*paging.order_clauses(keys))
 
@@ -128,10 +131,41 @@ class Reader:
                 last = raw[-1]
                 next_token = self.signer.encode([last[len(names) + i] for i in range(len(keys))], left)
         total = await self.count(conn, es, base, options) if options.count else None
-        rows = self._shape(es, names, raw)
+        rows = await self._cached_rows(conn, es, raw) if cached else self._shape(es, names, raw)
         if options.expand:
             await self.expand(conn, es, rows, options)
         return Page(rows, total, next_token)
+
+    def _cacheable(self, es: EntitySet) -> bool:
+        """Rows of this set may come from the store's row cache: one timestamp tags every version of a row
+        (writers move it on every change), and this caller sees every property."""
+        hooks = self._hooks(es)
+        return (hooks.cacheable and len(es.concurrency) == 1 and not hooks.hidden(self.ctx.principal)
+                and es.entity_type.properties[es.concurrency[0]].type == "Edm.DateTimeOffset")
+
+    async def _cached_rows(self, conn: ReadSession, es: EntitySet, raw: list) -> list[dict]:
+        """Rows for (key, tag) pairs: from the cache where the tag still matches, else read in one query."""
+        cache = self.store.row_cache
+        name = es.name
+        rows: list = [None] * len(raw)
+        missing: dict = {}
+        for index, record in enumerate(raw):
+            entry = cache.get((name, record[0]))
+            if entry is not None and entry[0] == record[1]:
+                rows[index] = dict(entry[1])
+            else:
+                missing[record[0]] = index
+        if missing:
+            table = self.store.table(name)
+            key, tag = es.entity_type.key, es.concurrency[0]
+            names = self.columns(es, QueryOptions(es))
+            fresh = await conn.fetch(self._select(table, names).where(self.store.in_list(table.c[key], list(missing))))
+            if len(cache) + len(fresh) > ROW_CACHE_ENTRIES:
+                cache.clear()
+            for row in self._shape(es, names, fresh):
+                cache[(name, row[key])] = (row[tag], row)
+                rows[missing[row[key]]] = dict(row)
+        return [row for row in rows if row is not None]  # a row deleted between the two reads is left out
 
     @staticmethod
     def _select(table: sa.Table, names: list[str], extra: list | None = None) -> sa.Select:

@@ -22,15 +22,23 @@ def stamp_create(tx: WriteContext, values: dict) -> None:
     values["Created"] = values["Modified"] = tx.now
 
 
-def stamp_update(tx: WriteContext, old: dict, changes: dict) -> None:
-    """Modified moves strictly forward, so the ETag changes on every write."""
-    now = tx.now
-    previous = old.get("Modified")
+def later(previous: dt.datetime | None, now: dt.datetime) -> dt.datetime:
+    """A Modified value strictly after ``previous``: every write must move it (ETags and the row cache rely on it)."""
     if previous is not None and previous.tzinfo is None:
         previous = previous.replace(tzinfo=dt.UTC)
-    if previous is not None and now <= previous:
-        now = previous + dt.timedelta(microseconds=1)
-    changes["Modified"] = now
+    return now if previous is None or now > previous else previous + dt.timedelta(microseconds=1)
+
+
+def stamp_update(tx: WriteContext, old: dict, changes: dict) -> None:
+    changes["Modified"] = later(old.get("Modified"), tx.now)
+
+
+async def touch(conn, table: sa.Table, where: sa.ColumnElement, now: dt.datetime, **values) -> None:
+    """Update rows outside the entity hooks (state the server keeps), moving each row's Modified forward."""
+    rows = (await conn.execute(sa.select(table.c.Modified, *table.primary_key.columns).where(where))).all()
+    key = table.primary_key.columns[0]
+    for row in rows:
+        await conn.execute(sa.update(table).where(key == row[1]).values(Modified=later(row[0], now), **values))
 
 
 def check_name(value: str, what: str) -> None:

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from odata_sync.connectors import open_connector
 from odata_sync.errors import BadRequest, ConnectionFailed, NotFound
 from odata_sync.odata.hooks import ActionCall
+from odata_sync.service.common import touch
 from odata_sync.service.connections import ConnectionHooks
 from odata_sync.store.engine import Store
 from odata_sync.store.types import utcnow
@@ -43,8 +44,8 @@ class ConnectionActions:
             status, message = "Failed", exc.message
         table = self.store.table("Connections")
         async with self.store.write() as conn:
-            await conn.execute(sa.update(table).where(table.c.Name == name).values(
-                ConnectionState="Successful" if status == "Success" else "Failed", LastTested=utcnow()))
+            await touch(conn, table, table.c.Name == name, utcnow(),
+                        ConnectionState="Successful" if status == "Success" else "Failed")
         return [{"ConnectionName": name, "Status": status, "Message": message}]
 
     async def get_tables(self, call: ActionCall) -> list[dict]:

@@ -27,7 +27,7 @@ def canonical_provider(name: str) -> str:
 
 
 class ConnectionHooks(EntityHooks):
-    unfilterable = frozenset({"ConnectionString"})
+    """ConnectionString is stored encrypted: the EDM marks it non-filterable and non-sortable."""
 
     def __init__(self, box: SecretBox) -> None:
         self.box = box

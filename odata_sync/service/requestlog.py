@@ -10,8 +10,7 @@ import re
 import time
 import uuid
 
-import sqlalchemy as sa
-
+from odata_sync.service.common import touch
 from odata_sync.store.engine import Store
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ class RequestLog:
                 if batch:
                     await conn.execute(requests.insert(), [self._row(entry) for entry in batch])
                 for name, when in logins.items():
-                    await conn.execute(sa.update(users).where(users.c.User == name).values(LastLogin=when))
+                    await touch(conn, users, users.c.User == name, when, LastLogin=when)
         except Exception:
             self._pending[:0] = batch[-self.max_batch * 5:]
             raise

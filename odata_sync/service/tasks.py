@@ -22,9 +22,10 @@ async def _max_index(tx: WriteContext, job_name: str) -> int:
 
 
 async def _shift(tx: WriteContext, job_name: str, from_index: int, by: int = 1) -> None:
+    """Make room at ``from_index``: later tasks move down by ``by``."""
     tasks = tx.tables("Tasks")
-    await tx.conn.execute(sa.update(tasks).where(tasks.c.JobName == job_name, tasks.c.Index >= from_index)
-                          .values(Index=tasks.c.Index + by))
+    await common.touch(tx.conn, tasks, sa.and_(tasks.c.JobName == job_name, tasks.c.Index >= from_index), tx.now,
+                       Index=tasks.c.Index + by)
 
 
 async def _index_taken(tx: WriteContext, job_name: str, index: int) -> bool:

@@ -78,6 +78,7 @@ class Store:
     model: Model
     _write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     compiled: dict = field(default_factory=dict)
+    row_cache: dict = field(default_factory=dict)  # (entity set, key) -> (Modified, shaped row); see Reader
     inline: InlineReader | None = None
     _builders: dict = field(default_factory=dict)
 

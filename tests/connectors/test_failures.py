@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -159,18 +162,48 @@ async def test_a_folder_where_the_file_should_be(provider: str, tmp_path: Path) 
     await connector.close()
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads files whatever their mode")
+_UNREADABLE_CHECK = """
+import asyncio, sys
+from odata_sync.connectors import open_connector
+from odata_sync.errors import ConnectionFailed
+
+async def main():
+    connector = open_connector(sys.argv[1], "Database=" + sys.argv[2])
+    try:
+        await connector.test()
+    except ConnectionFailed as exc:
+        print("ConnectionFailed:", exc.message)
+    else:
+        print("opened")
+    finally:
+        await connector.close()
+
+asyncio.run(main())
+"""
+
+
 @pytest.mark.parametrize("provider", ["SQLite", "DuckDB"])
 async def test_an_unreadable_file(provider: str, tmp_path: Path) -> None:
+    """Mode 0 stops everyone but a privileged root; as root the check runs in a subprocess whose capabilities
+    are dropped (setpriv), so it means the same thing on a developer's machine and in CI."""
     path = tmp_path / "locked.db"
     async with open_connector(provider, f"Database={path}") as connector:
         await connector.create_table("t", [ColumnInfo.of("id", T.INT32)])
     path.chmod(0)
     try:
-        connector = open_connector(provider, f"Database={path}")
-        with pytest.raises(ConnectionFailed):
-            await connector.test()
-        await connector.close()
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                pytest.fail("running as root needs util-linux's setpriv to drop the capability to read any file")
+            result = subprocess.run([setpriv, "--bounding-set=-all", "--inh-caps=-all", "--", sys.executable, "-c",
+                                     _UNREADABLE_CHECK, provider, str(path)],
+                                    capture_output=True, text=True, timeout=60)
+            assert result.stdout.startswith("ConnectionFailed:"), result.stdout + result.stderr
+        else:
+            connector = open_connector(provider, f"Database={path}")
+            with pytest.raises(ConnectionFailed):
+                await connector.test()
+            await connector.close()
     finally:
         path.chmod(0o600)
 
