@@ -41,6 +41,9 @@ class Runtime:
     new_admin_token: str | None
 
 
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
 def error_response(error: ODataSyncError) -> web.Response:
     response = web.Response(body=dumps(error.to_json()), status=error.status, headers=error.headers)
     response.headers["Content-Type"] = _ERROR_TYPE
@@ -56,7 +59,7 @@ def _internal_error() -> web.Response:
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
-    runtime: Runtime = request.app["runtime"]
+    runtime: Runtime = request.app[RUNTIME]
     started = time.perf_counter()
     user = error = None
     path = request.raw_path.split("?", 1)[0]
@@ -100,7 +103,7 @@ async def create_runtime(config: Config) -> Runtime:
     handler = ODataHandler(model, store, service, TokenSigner(key), metadata_xml(model), root_path=ROOT,
                            max_page_size=config.max_page_size)
     token = await ensure_admin(store, token=config.admin_token, password=config.admin_password)
-    request_log = RequestLog(store, authenticator.last_login)
+    request_log = RequestLog(store, authenticator.last_login, keep_days=config.request_log_days)
     return Runtime(config, store, service, handler, authenticator, request_log, token)
 
 
@@ -108,7 +111,7 @@ def build_app(runtime: Runtime) -> web.Application:
     # long URLs (large $filter expressions) reach the handler, which answers them with an OData error
     app = web.Application(client_max_size=runtime.config.max_body_bytes,
                           handler_args={"max_line_size": 262_144, "max_field_size": 65_536})
-    app["runtime"] = runtime
+    app[RUNTIME] = runtime
     app.router.add_route("*", "/{tail:.*}", _dispatch)
 
     async def start(_app: web.Application) -> None:

@@ -25,6 +25,7 @@ class Config:
     secret_key: str | None = None
     max_page_size: int = 1000
     max_body_bytes: int = 10 * 1024 * 1024
+    request_log_days: int = 30  # Requests entries older than this are pruned (0 keeps them forever)
 
     @property
     def store_url(self) -> str:
@@ -46,6 +47,7 @@ def from_environment(**flags) -> Config:
         "admin_token": env.get("ODATA_SYNC_ADMIN_TOKEN") or None,
         "secret_key": env.get("ODATA_SYNC_SECRET_KEY") or None,
         "max_page_size": int(env.get("ODATA_SYNC_MAX_PAGE_SIZE", Config.max_page_size)),
+        "request_log_days": int(env.get("ODATA_SYNC_REQUEST_LOG_DAYS", Config.request_log_days)),
     }
     for name, value in flags.items():
         if value is not None:

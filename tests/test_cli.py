@@ -152,3 +152,45 @@ def test_bad_role_is_refused(tmp_path):
 def test_help(flag):
     result = subprocess.run(_command(flag), env=_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "serve" in result.stdout and "migrate" in result.stdout
+
+
+def test_sigterm_lets_in_flight_requests_finish(tmp_path):
+    """A TestConnection against a host that accepts and never answers is in flight when SIGTERM arrives: it still
+    gets its answer (Status Failed after CommandTimeout), then the server exits cleanly."""
+    import json
+    import threading
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    token = "term-token-0123456789abcdefgh"
+    server = Server(tmp_path / "data", ODATA_SYNC_ADMIN_TOKEN=token)
+    base = f"http://127.0.0.1:{server.port}/api.rsc/"
+
+    def post(path: str, body: dict) -> tuple[int, dict]:
+        request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"x-cdata-authtoken": token, "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+
+    try:
+        port = silent.getsockname()[1]
+        assert post("Connections", {"Name": "silent", "ProviderName": "PostgreSQL",
+                                    "ConnectionString": f"Server=127.0.0.1;Port={port};Database=x;User=u;"
+                                                        "CommandTimeout=3"})[0] == 201
+        answers: list = []
+        thread = threading.Thread(target=lambda: answers.append(post("TestConnection", {"ConnectionName": "silent"})))
+        thread.start()
+        time.sleep(1.0)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        thread.join(timeout=60)
+        assert answers, "the in-flight request got no answer"
+        status, body = answers[0]
+        assert status == 200 and body["value"][0]["Status"] == "Failed"
+        assert server.process.wait(timeout=30) == 0
+        assert time.monotonic() - started < 30
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+        silent.close()

@@ -308,6 +308,14 @@ class ODataHandler:
         return f"{ctx.root}{path_text}?{'&'.join(kept)}"
 
     # ---- writes --------------------------------------------------------------------------------------------
+    @staticmethod
+    def _write_input(request, url: ParsedUrl, ctx: RequestContext, hooks: EntityHooks, data: dict):
+        """Split CData's numbered members off a write body and settle the response format."""
+        data, arrays = bodies.array_members(data, hooks.array_members)
+        fmt = negotiate(url.options.get("$format"), request.headers.get("Accept"))
+        ctx.metadata, ctx.ieee754 = fmt.metadata, fmt.ieee754
+        return data, arrays, fmt
+
     def _write_context(self, conn, ctx: RequestContext) -> WriteContext:
         return WriteContext(conn=conn, model=self.model, tables=self.store.table, principal=ctx.principal,
                             now=utcnow())
@@ -318,9 +326,7 @@ class ODataHandler:
             raise MethodNotAllowed(f"{es.name} is read-only", headers={"Allow": "GET"})
         hooks = self.service.hooks(es.name)
         data = bodies.decode_json(await request.read(), request.headers.get("Content-Type"))
-        data, arrays = bodies.array_members(data, hooks.array_members)
-        fmt = negotiate(url.options.get("$format"), request.headers.get("Accept"))
-        ctx.metadata, ctx.ieee754 = fmt.metadata, fmt.ieee754
+        data, arrays, fmt = self._write_input(request, url, ctx, hooks, data)
         et = es.entity_type
         table = self.store.table(es.name)
         async with self.store.write() as conn:
@@ -403,9 +409,7 @@ class ODataHandler:
             if set(data) - {"value", "@odata.context"}:
                 raise BadRequest("A property update body is {\"value\": ...}")
             data = {res.prop: data.get("value")}
-        data, arrays = bodies.array_members(data, hooks.array_members)
-        fmt = negotiate(url.options.get("$format"), request.headers.get("Accept"))
-        ctx.metadata, ctx.ieee754 = fmt.metadata, fmt.ieee754
+        data, arrays, fmt = self._write_input(request, url, ctx, hooks, data)
         et = es.entity_type
         table = self.store.table(es.name)
         async with self.store.write() as conn:

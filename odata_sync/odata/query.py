@@ -131,7 +131,8 @@ class Reader:
                 last = raw[-1]
                 next_token = self.signer.encode([last[len(names) + i] for i in range(len(keys))], left)
         total = await self.count(conn, es, base, options) if options.count else None
-        rows = await self._cached_rows(conn, es, raw) if cached else self._shape(es, names, raw)
+        rows = await self._cached_rows(conn, es, raw, copy=bool(options.expand)) if cached \
+            else self._shape(es, names, raw)
         if options.expand:
             await self.expand(conn, es, rows, options)
         return Page(rows, total, next_token)
@@ -143,8 +144,9 @@ class Reader:
         return (hooks.cacheable and len(es.concurrency) == 1 and not hooks.hidden(self.ctx.principal)
                 and es.entity_type.properties[es.concurrency[0]].type == "Edm.DateTimeOffset")
 
-    async def _cached_rows(self, conn: ReadSession, es: EntitySet, raw: list) -> list[dict]:
-        """Rows for (key, tag) pairs: from the cache where the tag still matches, else read in one query."""
+    async def _cached_rows(self, conn: ReadSession, es: EntitySet, raw: list, copy: bool) -> list[dict]:
+        """Rows for (key, tag) pairs: from the cache where the tag still matches, else read in one query.
+        ``copy`` when the caller will add to the rows (expansion); otherwise cached rows are shared read-only."""
         cache = self.store.row_cache
         name = es.name
         rows: list = [None] * len(raw)
@@ -152,7 +154,7 @@ class Reader:
         for index, record in enumerate(raw):
             entry = cache.get((name, record[0]))
             if entry is not None and entry[0] == record[1]:
-                rows[index] = dict(entry[1])
+                rows[index] = dict(entry[1]) if copy else entry[1]
             else:
                 missing[record[0]] = index
         if missing:
@@ -164,7 +166,7 @@ class Reader:
                 cache.clear()
             for row in self._shape(es, names, fresh):
                 cache[(name, row[key])] = (row[tag], row)
-                rows[missing[row[key]]] = dict(row)
+                rows[missing[row[key]]] = dict(row) if copy else row
         return [row for row in rows if row is not None]  # a row deleted between the two reads is left out
 
     @staticmethod

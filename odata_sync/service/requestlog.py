@@ -23,9 +23,14 @@ def strip_secrets(url: str) -> str:
 
 
 class RequestLog:
-    def __init__(self, store: Store, last_login: dict, *, interval: float = 0.5, max_batch: int = 2000) -> None:
+    PRUNE_EVERY = 600.0  # seconds
+
+    def __init__(self, store: Store, last_login: dict, *, interval: float = 0.5, max_batch: int = 2000,
+                 keep_days: int = 30) -> None:
         self.store = store
         self.last_login = last_login
+        self.keep_days = keep_days
+        self._next_prune = 0.0
         self.interval = interval
         self.max_batch = max_batch
         self._pending: list[dict] = []
@@ -63,9 +68,20 @@ class RequestLog:
             self._wake.clear()
             try:
                 await self.flush()
+                if self.keep_days and time.monotonic() >= self._next_prune:
+                    await self.prune()
             except Exception:  # the log must never take the server down; the next flush retries
                 log.exception("writing the request log failed")
                 await asyncio.sleep(self.interval)
+
+    async def prune(self) -> int:
+        """Drop entries older than ``keep_days`` so years of traffic do not fill the store."""
+        self._next_prune = time.monotonic() + self.PRUNE_EVERY
+        requests = self.store.table("Requests")
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=self.keep_days)
+        async with self.store.write() as conn:
+            result = await conn.execute(requests.delete().where(requests.c.Timestamp < cutoff))
+        return result.rowcount
 
     async def flush(self) -> None:
         batch, self._pending = self._pending, []

@@ -374,3 +374,22 @@ async def test_requests_log(api):
     assert await api.ok("GET", "Requests/$count?$filter=" + q("Status eq 404")) == "0"
     assert int(await api.ok("GET", "Requests/$count")) >= 3
     await expect_error(await send(api, "PATCH", f"Requests({missing['Id']})", json_body={"Status": 200}), 405)
+
+
+async def test_request_log_prunes_old_entries(api, runtime):
+    """Entries older than the retention are dropped by the log's periodic prune; recent ones stay."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    table = runtime.store.table("Requests")
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=runtime.config.request_log_days + 1)
+    async with runtime.store.write() as conn:
+        await conn.execute(table.insert().values(Id="00000000-0000-0000-0000-000000000001", Timestamp=old,
+                                                 Method="GET", URL="/api.rsc/Jobs", Status=200))
+    await api.ok("GET", "Jobs")
+    await runtime.request_log.flush()
+    assert await runtime.request_log.prune() == 1
+    async with runtime.store.engine.connect() as conn:
+        left = (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
+    assert left >= 1
