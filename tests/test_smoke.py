@@ -15,3 +15,11 @@ async def test_create_and_query(api):
     assert [t["TaskId"] for t in tasks["value"]] == [1, 2]
     count = await api.ok("GET", "Jobs/$count?$filter=Source eq 'src'")
     assert count == "1"
+
+
+async def test_head_is_get_without_a_body(api):
+    await make_connection(api, "src")
+    response = await api.request("HEAD", "Connections('src')")
+    assert response.status == 200 and response.headers["ETag"].startswith('W/"')
+    assert await response.read() == b""
+    assert (await api.request("HEAD", "$metadata")).status == 200

@@ -18,9 +18,9 @@ from odata_sync.errors import BadRequest, ConnectionFailed, ODataSyncError
 
 from . import values
 from .base import BatchReader, ColumnInfo, Connector, TableInfo, WriteCounts
-from .sql import brackets_to_quotes, build_select, delete_statement, merge_statements, quote_ident
-from .threads import ConnectionThread
-from .types import CanonicalType, TypeWarning, duckdb_to_canonical, map_columns, to_native
+from .sql import brackets_to_quotes, build_select, column_definitions, delete_statement, merge_statements, quote_ident
+from .threads import ConnectionThread, ThreadedTableOps
+from .types import CanonicalType, TypeWarning, duckdb_to_canonical, to_native
 
 _stage_ids = itertools.count(1)
 _REQUEST_ERRORS = (duckdb.CatalogException, duckdb.ParserException, duckdb.BinderException)
@@ -65,7 +65,8 @@ class _Reader:
         await self._connector._run(cursor.close)
 
 
-class DuckDBConnector(Connector):
+class DuckDBConnector(ThreadedTableOps, Connector):
+    _quote = staticmethod(_q)
     provider = "DuckDB"
     driver_errors = (duckdb.Error,)
 
@@ -245,11 +246,7 @@ class DuckDBConnector(Connector):
 
     async def _create_table(self, table: str, columns: list[ColumnInfo], primary_key: list[str],
                             schema: str | None) -> list[TypeWarning]:
-        ddl, warnings = map_columns(self.provider, [(c.name, c.canonical) for c in columns], primary_key)
-        parts = [f"{_q(c.name)} {t}{'' if c.nullable and c.name not in primary_key else ' NOT NULL'}"
-                 for c, t in zip(columns, ddl, strict=True)]
-        if primary_key:
-            parts.append(f"PRIMARY KEY ({', '.join(_q(k) for k in primary_key)})")
+        parts, warnings = column_definitions(self.provider, columns, primary_key, _q)
 
         def create() -> None:
             if schema:
@@ -311,20 +308,6 @@ class DuckDBConnector(Connector):
             finally:
                 self.conn.execute(f"DROP TABLE IF EXISTS {stage}")
         return await self._run(delete)
-
-    async def _drop_table(self, table: str, schema: str | None) -> None:
-        await self._run(self.conn.execute, f"DROP TABLE IF EXISTS {self._target(table, schema)}")
-
-    async def _truncate(self, table: str, schema: str | None) -> None:
-        await self._run(self.conn.execute, f"DELETE FROM {self._target(table, schema)}")
-
-    async def _rename_table(self, table: str, new_name: str, schema: str | None) -> None:
-        await self._run(self.conn.execute, f"ALTER TABLE {self._target(table, schema)} RENAME TO {_q(new_name)}")
-
-    async def _swap_tables(self, first: str, second: str, schema: str | None) -> None:
-        spare = f"_odsync_swap_{next(_stage_ids)}"
-        for old, new in ((first, spare), (second, first), (spare, second)):
-            await self._rename_table(old, new, schema)
 
     async def _execute(self, sql: str, params: list[Any]) -> int:
         def run() -> int:

@@ -23,8 +23,8 @@ from odata_sync.errors import BadRequest, ConnectionFailed, ODataSyncError
 
 from . import values
 from .base import BatchReader, ColumnInfo, Connector, TableInfo, WriteCounts
-from .sql import brackets_to_quotes, build_select, delete_statement, merge_statements, quote_ident
-from .types import CanonicalType, TypeWarning, decimal, map_columns, mysql_to_canonical, string, to_native
+from .sql import brackets_to_quotes, build_select, column_definitions, delete_statement, merge_statements, quote_ident
+from .types import CanonicalType, TypeWarning, decimal, mysql_to_canonical, string, to_native
 
 _stage_ids = itertools.count(1)
 _REQUEST_ERRORS = {1050, 1051, 1054, 1060, 1064, 1146, 1166, 1091, 1109, 1052, 1110, 1136, 1222, 1241, 1247}
@@ -310,11 +310,7 @@ class MySQLConnector(Connector):
 
     async def _create_table(self, table: str, columns: list[ColumnInfo], primary_key: list[str],
                             schema: str | None) -> list[TypeWarning]:
-        ddl, warnings = map_columns(self.provider, [(c.name, c.canonical) for c in columns], primary_key)
-        parts = [f"{_q(c.name)} {t}{'' if c.nullable and c.name not in primary_key else ' NOT NULL'}"
-                 for c, t in zip(columns, ddl, strict=True)]
-        if primary_key:
-            parts.append(f"PRIMARY KEY ({', '.join(_q(k) for k in primary_key)})")
+        parts, warnings = column_definitions(self.provider, columns, primary_key, _q)
         if schema and schema != self.database:
             await self._cursor(f"CREATE DATABASE IF NOT EXISTS {_q(schema)}")
         await self._cursor(f"CREATE TABLE {self._target(table, schema)} ({', '.join(parts)}) "

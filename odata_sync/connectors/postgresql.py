@@ -17,8 +17,8 @@ from odata_sync.errors import BadRequest, ConnectionFailed, ODataSyncError
 
 from . import values
 from .base import BatchReader, ColumnInfo, Connector, TableInfo, WriteCounts
-from .sql import brackets_to_quotes, build_select, delete_statement, merge_statements, quote_ident
-from .types import PG_NATIVE_DECODED, CanonicalType, TypeWarning, map_columns, pg_to_canonical, to_native
+from .sql import brackets_to_quotes, build_select, column_definitions, delete_statement, merge_statements, quote_ident
+from .types import PG_NATIVE_DECODED, CanonicalType, TypeWarning, pg_to_canonical, to_native
 
 _stage_ids = itertools.count(1)
 _TABLE_KINDS = {"TABLES": ["r", "p", "f"], "VIEWS": ["v", "m"], "ALL": ["r", "p", "f", "v", "m"]}
@@ -218,11 +218,7 @@ class PostgreSQLConnector(Connector):
 
     async def _create_table(self, table: str, columns: list[ColumnInfo], primary_key: list[str],
                             schema: str | None) -> list[TypeWarning]:
-        ddl, warnings = map_columns(self.provider, [(c.name, c.canonical) for c in columns], primary_key)
-        parts = [f"{_q(c.name)} {t}{'' if c.nullable and c.name not in primary_key else ' NOT NULL'}"
-                 for c, t in zip(columns, ddl, strict=True)]
-        if primary_key:
-            parts.append(f"PRIMARY KEY ({', '.join(_q(k) for k in primary_key)})")
+        parts, warnings = column_definitions(self.provider, columns, primary_key, _q)
         if schema:
             await self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema)}")
         await self.conn.execute(f"CREATE TABLE {self._target(table, schema)} ({', '.join(parts)})")

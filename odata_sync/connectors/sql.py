@@ -201,3 +201,16 @@ def brackets_to_quotes(sql: str, quote: str) -> str:
             out.append(ch)
             i += 1
     return "".join(out)
+
+
+def column_definitions(provider: str, columns: Sequence, primary_key: Sequence[str],
+                       quote: Callable[[str], str]) -> tuple[list[str], list]:
+    """``name TYPE [NOT NULL]`` items (and the PRIMARY KEY clause) of a CREATE TABLE, with lossy-type warnings."""
+    from .types import map_columns
+
+    ddl, warnings = map_columns(provider, [(c.name, c.canonical) for c in columns], list(primary_key))
+    parts = [f"{quote(c.name)} {t}{'' if c.nullable and c.name not in primary_key else ' NOT NULL'}"
+             for c, t in zip(columns, ddl, strict=True)]
+    if primary_key:
+        parts.append(f"PRIMARY KEY ({', '.join(quote(k) for k in primary_key)})")
+    return parts, warnings

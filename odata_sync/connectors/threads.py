@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -40,3 +41,25 @@ def _consume(future: asyncio.Future) -> None:
     """Retrieve an abandoned call's outcome so asyncio does not log 'exception was never retrieved'."""
     if not future.cancelled():
         future.exception()
+
+
+class ThreadedTableOps:
+    """Table-level DDL shared by the providers whose driver runs on a ``ConnectionThread`` (SQLite, DuckDB): the
+    same SQL works on both. Subclasses give ``_run``, ``conn``, ``_target`` and ``_quote``."""
+
+    _spare_ids = itertools.count(1)
+
+    async def _drop_table(self, table: str, schema: str | None) -> None:
+        await self._run(self.conn.execute, f"DROP TABLE IF EXISTS {self._target(table, schema)}")
+
+    async def _truncate(self, table: str, schema: str | None) -> None:
+        await self._run(self.conn.execute, f"DELETE FROM {self._target(table, schema)}")
+
+    async def _rename_table(self, table: str, new_name: str, schema: str | None) -> None:
+        await self._run(self.conn.execute,
+                        f"ALTER TABLE {self._target(table, schema)} RENAME TO {self._quote(new_name)}")
+
+    async def _swap_tables(self, first: str, second: str, schema: str | None) -> None:
+        spare = f"_odsync_swap_{next(self._spare_ids)}"
+        for old, new in ((first, spare), (second, first), (spare, second)):
+            await self._rename_table(old, new, schema)

@@ -115,14 +115,14 @@ class ODataHandler:
 
     # ---- service document and metadata ---------------------------------------------------------------------
     def _service_document(self, request, url: ParsedUrl, ctx: RequestContext):
-        self._only(request, "GET")
+        self._only(request, "GET", "HEAD")
         fmt = negotiate(url.options.get("$format"), request.headers.get("Accept"))
         payload = {"@odata.context": f"{ctx.root}$metadata",
                    "value": [{"name": name, "kind": "EntitySet", "url": name} for name in self.model.entity_sets]}
         return self._json(payload, fmt)
 
     def _metadata(self, request, url: ParsedUrl):
-        self._only(request, "GET")
+        self._only(request, "GET", "HEAD")
         if len(url.segments) > 1:
             raise NotFound(f"Resource not found for the segment '{url.segments[1].name}'")
         negotiate(url.options.get("$format"), request.headers.get("Accept"), alternatives=("application/xml",))
@@ -208,7 +208,7 @@ class ODataHandler:
         self.service.authorize(ctx.principal, method, es)
         if res.kind in ("entity", "property", "value") and res.key is not None:
             self.service.hooks(es.name).authorize_key(ctx.principal, res.key)
-        if method == "GET":
+        if method in ("GET", "HEAD"):  # aiohttp sends no body for HEAD
             return await self._get(request, url, ctx, res)
         if method == "POST":
             if res.kind != "collection":
@@ -228,7 +228,8 @@ class ODataHandler:
             if res.kind != "entity":
                 raise MethodNotAllowed("DELETE is allowed on single entities only", headers={"Allow": "GET, POST"})
             return await self._delete(request, ctx, res)
-        raise MethodNotAllowed(f"Method {method} is not allowed", headers={"Allow": "GET, POST, PATCH, PUT, DELETE"})
+        raise MethodNotAllowed(f"Method {method} is not allowed",
+                               headers={"Allow": "GET, HEAD, POST, PATCH, PUT, DELETE"})
 
     def _reader(self, ctx: RequestContext) -> Reader:
         return Reader(self.model, self.store, self.service.hooks, self.signer, ctx)
