@@ -420,6 +420,14 @@ class Connector(ABC):
         """Hook for file-based providers opened before their file existed (servers have nothing to create)."""
         return None
 
+    async def _read_columns(self, table: str, schema: str | None, names: Sequence[str]) -> list[ColumnInfo]:
+        """The columns a table read returns: the named ones (or all); an unknown table is the caller's error."""
+        available = await self._target_columns(table, schema, names) if names else \
+            await self._list_columns(table, schema)
+        if not available:
+            raise BadRequest(f"table '{table}' was not found", target="Table")
+        return available
+
     async def _target_columns(self, table: str, schema: str | None, names: Sequence[str]) -> list[ColumnInfo]:
         """The destination's column descriptions for ``names`` (cached; DDL through this connector clears it)."""
         cached = self._columns_cache.get((schema, table))

@@ -278,10 +278,7 @@ class MySQLConnector(Connector):
         available: list[ColumnInfo] | None = None
         if table is not None:
             schema, name = table
-            available = await self._target_columns(name, schema, columns) if columns else \
-                await self._list_columns(name, schema)
-            if not available:
-                raise BadRequest(f"table '{name}' was not found", target="Table")
+            available = await self._read_columns(name, schema, columns)
             columns = [c.name for c in available]
             from_sql = self._target(name, schema)
         else:

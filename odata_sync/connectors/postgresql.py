@@ -182,10 +182,7 @@ class PostgreSQLConnector(Connector):
         """The columns a read returns and the statement (with parameters) that reads them."""
         if table is not None:
             schema, name = table
-            available = await self._target_columns(name, schema, columns) if columns else \
-                await self._list_columns(name, schema)
-            if not available:
-                raise BadRequest(f"table '{name}' was not found", target="Table")
+            available = await self._read_columns(name, schema, columns)
             select_list = [_select_expr(c) + (f" AS {_q(c.name)}" if _select_expr(c) != _q(c.name) else "")
                            for c in available]
             from_sql = self._target(name, schema)

@@ -20,7 +20,7 @@ from . import values
 from .base import BatchReader, ColumnInfo, Connector, TableInfo, WriteCounts
 from .sql import build_select, column_definitions, delete_statement, merge_statements, quote_ident
 from .threads import ConnectionThread, ThreadedTableOps
-from .types import CanonicalType, TypeWarning, sqlite_to_canonical, to_native
+from .types import CanonicalType, TypeWarning, sqlite_to_canonical
 
 _stage_ids = itertools.count(1)
 _REQUEST_ERRORS = ("no such table", "no such column", "syntax error", "already exists", "no such view",
@@ -220,10 +220,7 @@ class SQLiteConnector(ThreadedTableOps, Connector):
                           where: list, order_by: list[str], batch_size: int) -> tuple[list[ColumnInfo], BatchReader]:
         if table is not None:
             schema, name = table
-            available = await self._target_columns(name, schema, columns) if columns else \
-                await self._list_columns(name, schema)
-            if not available:
-                raise BadRequest(f"table '{name}' was not found", target="Table")
+            available = await self._read_columns(name, schema, columns)
             from_sql = self._target(name, schema)
             untyped = set()
         else:
@@ -276,13 +273,6 @@ class SQLiteConnector(ThreadedTableOps, Connector):
         sql = f"CREATE TABLE {self._target(table, schema)} ({', '.join(parts)})"
         await self._run(self.conn.execute, sql)
         return warnings
-
-    async def _add_column(self, table: str, column: ColumnInfo, schema: str | None) -> list[TypeWarning]:
-        native = to_native(self.provider, column.canonical)
-        await self._run(self.conn.execute,
-                        f"ALTER TABLE {self._target(table, schema)} ADD COLUMN {_q(column.name)} {native.ddl}")
-        return [TypeWarning(self.provider, column.name, str(column.canonical), native.ddl, native.lossy)] \
-            if native.lossy else []
 
     def _insert(self, target: str, columns: list[ColumnInfo], rows: Sequence[Sequence[Any]]) -> None:
         encoded = values.convert_rows(rows, encoders(columns))

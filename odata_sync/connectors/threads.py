@@ -59,6 +59,15 @@ class ThreadedTableOps:
         await self._run(self.conn.execute,
                         f"ALTER TABLE {self._target(table, schema)} RENAME TO {self._quote(new_name)}")
 
+    async def _add_column(self, table: str, column, schema: str | None) -> list:
+        from .types import TypeWarning, to_native
+
+        native = to_native(self.provider, column.canonical)
+        await self._run(self.conn.execute, f"ALTER TABLE {self._target(table, schema)} "
+                                           f"ADD COLUMN {self._quote(column.name)} {native.ddl}")
+        return [TypeWarning(self.provider, column.name, str(column.canonical), native.ddl, native.lossy)] \
+            if native.lossy else []
+
     async def _swap_tables(self, first: str, second: str, schema: str | None) -> None:
         spare = f"_odsync_swap_{next(self._spare_ids)}"
         for old, new in ((first, spare), (second, first), (spare, second)):
