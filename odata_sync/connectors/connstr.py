@@ -81,6 +81,7 @@ def parse(text: str) -> ConnectionString:
     result = ConnectionString()
     i, n = 0, len(text or "")
     text = text or ""
+    previous_key = None
     while i < n:
         while i < n and (text[i].isspace() or text[i] == ";"):
             i += 1
@@ -90,6 +91,10 @@ def parse(text: str) -> ConnectionString:
         semi = text.find(";", i)
         if eq < 0 or (0 <= semi < eq):
             end = semi if semi >= 0 else n
+            if previous_key is not None and is_secret_key(previous_key):
+                # most likely the rest of an unquoted secret that contains ';': never echo it
+                raise BadRequest(f"Connection string: the text after '{previous_key}' is not a key=value pair; "
+                                 f"quote a value that contains ';' ({previous_key}='...')")
             raise BadRequest(f"Connection string: '{text[i:end].strip()[:40]}' is not a key=value pair")
         key = text[i:eq].strip()
         if not key:
@@ -121,6 +126,7 @@ def parse(text: str) -> ConnectionString:
             value = text[i:end].strip()
             i = end
         result[key] = value
+        previous_key = key
     return result
 
 
@@ -150,6 +156,8 @@ def mask(text: str) -> str:
     for key, value in list(parsed.items()):
         if value and is_secret_key(key):
             parsed[key] = MASK
+        elif value and _URL_PASSWORD.search(value):
+            parsed[key] = _URL_PASSWORD.sub(rf"\1{MASK}@", value)
     return format_connection_string(parsed)
 
 
@@ -163,14 +171,24 @@ def unmask(new: str, old: str | None) -> str:
                 raise BadRequest(f"Connection string: '{key}' is {MASK} but there is no stored value to keep",
                                  target=key)
             parsed[key] = previous[key]
+        elif f":{MASK}@" in value:  # a URL whose password was masked on read
+            stored = _URL_PASSWORD.search(previous.get(key, ""))
+            if stored is None:
+                raise BadRequest(f"Connection string: the password in '{key}' is {MASK} but there is no stored "
+                                 "value to keep", target=key)
+            password = stored.group(0)[len(stored.group(1)):-1]
+            parsed[key] = value.replace(f":{MASK}@", f":{password}@", 1)
     return format_connection_string(parsed)
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 
 
 def scrub(message: str, secrets: Iterable[str]) -> str:
     """Remove secret values (and URL passwords) from a driver message before anybody sees it."""
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         message = message.replace(secret, MASK)
-    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", rf"\1{MASK}@", message)
+    return _URL_PASSWORD.sub(rf"\1{MASK}@", message)
 
 
 # --- per-provider validation -------------------------------------------------------------------------------------
@@ -279,8 +297,14 @@ def validate(provider: str, text: str | Mapping[str, str]) -> dict[str, Any]:
     specs = PROVIDER_KEYS[provider]
     by_name = {_fold(alias): spec for spec in specs for alias in (spec.name, *spec.aliases)}
     settings: dict[str, Any] = {}
+    previous_key = None
     for key, value in parsed.items():
         spec = by_name.get(_fold(key))
+        if spec is None and previous_key is not None and is_secret_key(previous_key):
+            # an unknown "key" right after a secret is most likely the rest of an unquoted secret: never echo it
+            raise BadRequest(f"Connection string: unexpected text after '{previous_key}'; quote a value that "
+                             f"contains ';' ({previous_key}='...')", target=previous_key)
+        previous_key = key
         if spec is None:
             known = ", ".join(spec.name for spec in specs)
             raise BadRequest(f"Connection string: unknown key '{key}' for provider {provider} (known keys: {known})",

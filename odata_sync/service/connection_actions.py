@@ -9,6 +9,7 @@ from odata_sync.errors import BadRequest, ConnectionFailed, NotFound
 from odata_sync.odata.hooks import ActionCall
 from odata_sync.service.common import touch
 from odata_sync.service.connections import ConnectionHooks
+from odata_sync.service.secrets import SecretUnavailable
 from odata_sync.store.engine import Store
 from odata_sync.store.types import utcnow
 
@@ -21,7 +22,8 @@ class ConnectionActions:
         self.store = store
         self.hooks = hooks
 
-    async def _connection(self, call: ActionCall) -> tuple[str, str, str]:
+    async def _stored(self, call: ActionCall) -> tuple[str, str, str | None]:
+        """The named connection's provider and connection string as stored (still encrypted)."""
         name = call.params.get("ConnectionName")
         if not name:
             raise BadRequest("ConnectionName is required", target="ConnectionName")
@@ -32,19 +34,28 @@ class ConnectionActions:
         if not rows:
             raise NotFound(f"Connection '{name}' does not exist")
         provider, stored = rows[0]
+        return name, provider, stored
+
+    async def _connection(self, call: ActionCall) -> tuple[str, str, str]:
+        """Name, provider and plain connection string (SecretUnavailable, a 409, when the key cannot open it)."""
+        name, provider, stored = await self._stored(call)
         return name, provider, self.hooks.plain(stored) or ""
 
     async def test_connection(self, call: ActionCall) -> list[dict]:
-        name, provider, text = await self._connection(call)
+        """A failed test is an answer (200, Status Failed, the driver's message), not an error: the test ran. It
+        records ConnectionState and LastTested either way."""
+        name, provider, stored = await self._stored(call)
         status, message = "Success", "The connection succeeded"
         try:
+            text = self.hooks.plain(stored) or ""
             async with open_connector(provider, text, timeout=DEFAULT_TIMEOUT) as connector:
                 await connector.test()
-        except (ConnectionFailed, BadRequest) as exc:
+        except (ConnectionFailed, BadRequest, SecretUnavailable) as exc:
             status, message = "Failed", exc.message
         table = self.store.table("Connections")
+        now = utcnow()
         async with self.store.write() as conn:
-            await touch(conn, table, table.c.Name == name, utcnow(),
+            await touch(conn, table, table.c.Name == name, now, LastTested=now,
                         ConnectionState="Successful" if status == "Success" else "Failed")
         return [{"ConnectionName": name, "Status": status, "Message": message}]
 

@@ -9,7 +9,7 @@ from odata_sync.errors import BadRequest, Conflict
 from odata_sync.odata.hooks import EntityHooks, Principal, WriteContext
 from odata_sync.service import common
 from odata_sync.service.roles import JOB_CREATOR
-from odata_sync.service.secrets import SecretBox
+from odata_sync.service.secrets import SecretBox, SecretUnavailable
 
 PROVIDERS = ("SQLite", "PostgreSQL", "MySQL", "DuckDB", "CSV", "OData")
 ALIASES = {"mariadb": "MySQL", "postgres": "PostgreSQL"}
@@ -37,8 +37,14 @@ class ConnectionHooks(EntityHooks):
         return frozenset({"ConnectionString"}) if only_creator else frozenset()
 
     def present(self, principal: Principal, row: dict) -> None:
+        """Mask the secrets. A string this server's key cannot decrypt reads as null: masking needs the plain text,
+        the ciphertext means nothing to a client, and a listing must not fail for one bad row. The actions and
+        writes on that connection say why (SecretUnavailable)."""
         if row.get("ConnectionString") is not None:
-            row["ConnectionString"] = connstr.mask(self.box.decrypt(row["ConnectionString"]))
+            try:
+                row["ConnectionString"] = connstr.mask(self.box.decrypt(row["ConnectionString"]))
+            except SecretUnavailable:
+                row["ConnectionString"] = None
 
     def plain(self, stored: str | None) -> str | None:
         return self.box.decrypt(stored)
@@ -61,7 +67,7 @@ class ConnectionHooks(EntityHooks):
         if "ProviderName" in changes:
             changes["ProviderName"] = provider
         if "ConnectionString" in changes or "ProviderName" in changes:
-            previous = self.box.decrypt(old["ConnectionString"])
+            previous = self._previous(old["ConnectionString"], changes.get("ConnectionString"))
             text = changes.get("ConnectionString", previous) or ""
             text = connstr.unmask(text, previous)
             connstr.validate(provider, text)
@@ -71,6 +77,16 @@ class ConnectionHooks(EntityHooks):
                 changes["LastTested"] = None
             changes["ConnectionString"] = encrypted
         common.stamp_update(tx, old, changes)
+
+    def _previous(self, stored: str | None, new: str | None) -> str | None:
+        """The stored plain text an update builds on. When it cannot be decrypted, a complete new connection string
+        (no masked secret to keep) still replaces it: that is how a client recovers from a changed key."""
+        try:
+            return self.box.decrypt(stored)
+        except SecretUnavailable:
+            if new is None or connstr.MASK in new:
+                raise
+            return None
 
     async def before_delete(self, tx: WriteContext, old: dict) -> None:
         name = old["Name"]

@@ -9,7 +9,17 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from odata_sync.errors import Conflict
+
 PREFIX = "enc:v1:"
+
+
+class SecretUnavailable(Conflict):
+    """A stored secret that this server's key cannot open: it was written under another key (a changed
+    ``ODATA_SYNC_SECRET_KEY`` or a replaced key file). A 409, not a 500: the stored row, not the request, is at odds
+    with the server's configuration, and the client can resolve it by writing the connection string again."""
+
+    code = "SecretUnavailable"
 
 
 def load_key(data_dir: Path, configured: str | None) -> bytes:
@@ -45,5 +55,8 @@ class SecretBox:
             return stored
         try:
             return self._fernet.decrypt(stored[len(PREFIX):].encode()).decode()
-        except InvalidToken as exc:
-            raise RuntimeError("A stored secret cannot be decrypted: the secret key changed") from exc
+        except InvalidToken:
+            raise SecretUnavailable(
+                "The stored connection string cannot be decrypted with this server's secret key (was "
+                "ODATA_SYNC_SECRET_KEY or the key file changed?); restore that key or write the connection string "
+                "again in full") from None

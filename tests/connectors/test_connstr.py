@@ -174,3 +174,20 @@ def test_unusable_values_are_caught_when_validating(provider: str, text: str, ke
 
 def test_tab_delimiter() -> None:
     assert validate("CSV", "URI=/tmp;Delimiter=\\t")["Delimiter"] == "\t"
+
+
+def test_a_url_password_is_masked_and_restored() -> None:
+    stored = 'URL="http://admin:s3cr;et@host/api.rsc/";User=x'
+    masked = mask(stored)
+    assert "s3cr" not in masked and f"admin:{MASK}@" in masked
+    assert parse(unmask(masked, stored))["URL"] == "http://admin:s3cr;et@host/api.rsc/"
+    with pytest.raises(BadRequest):
+        unmask(masked, None)
+
+
+@pytest.mark.parametrize("text", ["Server=a;Password=Plain;TailOfTheSecret42", "Server=a;Password=a;rest=x"])
+def test_the_tail_of_an_unquoted_secret_is_never_echoed(text: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        validate("PostgreSQL", text)
+    assert "Tail" not in caught.value.message and "rest" not in caught.value.message
+    assert "quote" in caught.value.message
