@@ -158,8 +158,10 @@ class MySQLConnector(Connector):
             code, text = (exc.args + (None, None))[:2] if exc.args else (None, None)
             if not isinstance(code, int):
                 code, text = None, " ".join(str(a) for a in exc.args)
+            cause = exc.__cause__ or exc.__context__
+            detail = f": {' '.join(str(cause).split())}" if isinstance(cause, OSError) and str(cause) else ""
             message = self._scrub(f"MySQL: {' '.join(str(text or type(exc).__name__).split())}"
-                                  + (f" (error {code})" if code else ""))
+                                  + (f" (error {code})" if code else "") + detail)
             if code in _REQUEST_ERRORS:
                 return BadRequest(message)
             return ConnectionFailed(message)
