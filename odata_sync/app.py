@@ -13,6 +13,9 @@ from odata_sync.config import Config
 from odata_sync.edm import metadata_xml
 from odata_sync.edm.model import default_model
 from odata_sync.errors import BadRequest, NotFound, ODataSyncError, PayloadTooLarge
+from odata_sync.executor import Executor
+from odata_sync.executor.actions import JobActions
+from odata_sync.executor.notify import SmtpSettings
 from odata_sync.odata.handler import ODATA_VERSION, ODataHandler
 from odata_sync.odata.paging import TokenSigner
 from odata_sync.odata.serialize import dumps
@@ -38,6 +41,7 @@ class Runtime:
     handler: ODataHandler
     authenticator: Authenticator
     request_log: RequestLog
+    executor: Executor
     new_admin_token: str | None
 
 
@@ -104,7 +108,13 @@ async def create_runtime(config: Config) -> Runtime:
                            max_page_size=config.max_page_size)
     token = await ensure_admin(store, token=config.admin_token, password=config.admin_password)
     request_log = RequestLog(store, authenticator.last_login, keep_days=config.request_log_days)
-    return Runtime(config, store, service, handler, authenticator, request_log, token)
+    smtp = SmtpSettings(config.smtp_host, config.smtp_port, config.smtp_user, config.smtp_password, config.smtp_from,
+                        config.smtp_starttls)
+    executor = Executor(store, service.connections.plain, workers=config.workers, smtp=smtp,
+                        retry_backoff=config.retry_backoff_seconds, schedule_every=config.schedule_seconds,
+                        per_connection=config.runs_per_connection)
+    service.register_job_actions(JobActions(store, executor))
+    return Runtime(config, store, service, handler, authenticator, request_log, executor, token)
 
 
 def build_app(runtime: Runtime) -> web.Application:
@@ -116,8 +126,11 @@ def build_app(runtime: Runtime) -> web.Application:
 
     async def start(_app: web.Application) -> None:
         runtime.request_log.start()
+        if runtime.config.role in ("all", "worker"):
+            await runtime.executor.start()
 
     async def stop(_app: web.Application) -> None:
+        await runtime.executor.stop()
         await runtime.request_log.stop()
         await runtime.store.close()
 

@@ -1,4 +1,4 @@
-"""``odata-sync serve | migrate | user reset-token NAME``."""
+"""``odata-sync serve | run JOB | migrate | user reset-token NAME``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="bring the store's schema up to date and exit")
     common(migrate)
+
+    run = sub.add_parser("run", help="run one job now, in this process, with a progress bar")
+    run.add_argument("job", help="the JobName")
+    run.add_argument("--force-full", action="store_true", help="re-read everything and reconcile (ForceFullSync)")
+    common(run)
 
     user = sub.add_parser("user", help="manage users from the command line")
     user_sub = user.add_subparsers(dest="user_command", required=True)
@@ -130,5 +135,9 @@ def main(argv: list[str] | None = None) -> None:
         _run(_serve(config))
     elif args.command == "migrate":
         asyncio.run(_migrate(config))
+    elif args.command == "run":
+        from odata_sync.run_command import run_job_from_store
+
+        raise SystemExit(asyncio.run(run_job_from_store(config, args.job, args.force_full)))
     elif args.command == "user":
         raise SystemExit(asyncio.run(_reset_token(config, args.name)))

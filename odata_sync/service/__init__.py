@@ -46,8 +46,11 @@ class CDataService:
     def authorize(self, principal: Principal, method: str, target: EntitySet | Action | None) -> None:
         roles.authorize(principal, method, target)
 
-    def register_action(self, name: str, handler) -> None:
-        self._actions[name] = handler
+    def register_job_actions(self, actions) -> None:
+        """The executor's actions (it is built after the service, on the same store)."""
+        self._actions.update({"ExecuteJob": actions.execute_job, "ExecuteQuery": actions.execute_query,
+                              "CancelJob": actions.cancel_job, "GetJobStatus": actions.get_job_status,
+                              "GetJobLog": actions.get_job_log})
 
     def action_handler(self, action: Action):
         return self._actions.get(action.name)

@@ -25,6 +25,10 @@ def _validate(values: dict) -> None:
     common.check_range(values, "CommandTimeout", 0)
     common.check_range(values, "ReplicateInterval", 1)
     common.check_choice(values, "ReplicateIntervalUnit", INTERVAL_UNITS)
+    for hook in ("PreJob", "PostJob"):
+        url = values.get(hook)
+        if url and not url.lower().startswith(("http://", "https://")):
+            raise BadRequest(f"{hook} must be an http(s) URL that receives a JSON POST", target=hook)
 
 
 def _schedule(tx: WriteContext, row: dict, changes: dict) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import sqlalchemy as sa
 
 from odata_sync.errors import BadRequest
 from odata_sync.odata.hooks import EntityHooks, WriteContext
+from odata_sync.replication.statement import parse_replicate
 from odata_sync.service import common
 
 
@@ -34,19 +33,21 @@ async def _index_taken(tx: WriteContext, job_name: str, index: int) -> bool:
     return (await tx.conn.execute(query)).first() is not None
 
 
-_SIMPLE_REPLICATE = re.compile(r"^\s*REPLICATE\s+\[((?:[^\]]|\]\])+)\]\s*;?\s*$", re.I)
-
-
-def _complete(values: dict, creating: bool) -> None:
+def _complete(values: dict, creating: bool, what: str = "Query") -> None:
+    """Query from Table, or Table from a plain ``REPLICATE [T]``; the query is parsed now, so a malformed one is
+    refused when written (400 naming the position), not when the job runs."""
     query, table = values.get("Query"), values.get("Table")
     if query is not None and not query.strip():
-        raise BadRequest("Query must not be empty", target="Query")
+        raise BadRequest(f"{what} must not be empty", target=what)
     if query is None and table:
         values["Query"] = query_for_table(table)
-    elif query is not None and not table:
-        simple = _SIMPLE_REPLICATE.match(query)
-        if simple:  # REPLICATE [T] names its table
-            values["Table"] = simple.group(1).replace("]]", "]")
+    elif query is not None:
+        try:
+            statement = parse_replicate(query)
+        except BadRequest as exc:
+            raise BadRequest(f"{what}: {exc.message}", target=what) from exc
+        if not table and statement.select is None:
+            values["Table"] = statement.target.name
     elif creating and query is None:
         raise BadRequest("A task needs a Query or a Table", target="Query")
     if values.get("Index") is not None and values["Index"] < 1:
@@ -60,7 +61,7 @@ async def insert_tasks(tx: WriteContext, job_name: str, rows: list[dict]) -> Non
     payload = []
     for offset, row in enumerate(rows, start=1):
         values = {"JobName": job_name, "Index": start + offset, "Query": row.get("Query"), "Table": row.get("Table")}
-        _complete(values, creating=True)
+        _complete(values, creating=True, what=f"Query#{offset}")
         common.stamp_create(tx, values)
         payload.append(values)
     await tx.conn.execute(sa.insert(tasks), payload)

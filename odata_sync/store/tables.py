@@ -19,6 +19,13 @@ PRIVATE_COLUMNS: dict[str, list[sa.Column]] = {
         sa.Column("_TokenHash", sa.String(64), index=True, unique=True),
         sa.Column("_TokenExpires", UTCDateTime()),
     ],
+    # the run queue is the History set itself: QUEUED rows are claimed by a worker, which holds a lease
+    "History": [
+        sa.Column("_Options", sa.JSON()),  # what was asked: ForceFullSync, the tasks of ExecuteQuery, ...
+        sa.Column("_Owner", sa.String(64)),  # the worker (node) running it
+        sa.Column("_Lease", UTCDateTime()),  # renewed while running; an expired lease means the node died
+        sa.Column("_NotBefore", UTCDateTime()),  # a retry waits for its backoff before a worker may claim it
+    ],
 }
 
 
@@ -72,6 +79,13 @@ def build_metadata(model: Model) -> sa.MetaData:
     metadata = sa.MetaData()
     for es in model.entity_sets.values():
         _table(metadata, es)
+    sa.Table("run_log", metadata,  # GetJobLog: one line per event of a run, at the job's Verbosity
+             sa.Column("Id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+                       autoincrement=True),
+             sa.Column("HistoryId", sa.BigInteger(), nullable=False, index=True),
+             sa.Column("Timestamp", UTCDateTime(), nullable=False),
+             sa.Column("Level", sa.Integer(), nullable=False),
+             sa.Column("Message", sa.Text(), nullable=False))
     sa.Table("settings", metadata,
              sa.Column("name", sa.String(128), primary_key=True),
              sa.Column("value", sa.Text(), nullable=False))
