@@ -194,3 +194,59 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path):
         if server.process.poll() is None:
             server.process.kill()
         silent.close()
+
+
+def test_a_server_killed_mid_run_is_recovered_on_restart(tmp_path):
+    """SIGKILL the server while a job runs; the restarted server marks the run FAILED (interrupted), the
+    destination holds whole batches only, and the next run completes the copy."""
+    import json
+    import sqlite3
+
+    source, destination = tmp_path / "source.db", tmp_path / "destination.db"
+    db = sqlite3.connect(source)
+    db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, amount REAL)")
+    db.executemany("INSERT INTO orders VALUES (?, ?, ?)", ((i, f"c{i % 97}", i * 0.5) for i in range(400_000)))
+    db.commit()
+    db.close()
+    token = "kill-token-0123456789abcdefgh"
+    data = tmp_path / "data"
+
+    def call(server: Server, method: str, path: str, body: dict | None = None) -> dict:
+        request = urllib.request.Request(f"http://127.0.0.1:{server.port}/api.rsc/{path}", method=method,
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"x-cdata-authtoken": token, "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())
+
+    server = Server(data, ODATA_SYNC_ADMIN_TOKEN=token)
+    try:
+        for name, path in (("src", source), ("dst", destination)):
+            call(server, "POST", "Connections", {"Name": name, "ProviderName": "SQLite",
+                                                 "ConnectionString": f"Database={path}"})
+        call(server, "POST", "Jobs", {"JobName": "big", "Source": "src", "Destination": "dst", "BatchSize": 5000,
+                                      "Query#1": "REPLICATE [orders]"})
+        call(server, "POST", "ExecuteJob", {"JobName": "big", "Async": True})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = call(server, "POST", "GetJobStatus", {"JobName": "big"})
+            if status["Status"] == "RUNNING" and status["Progress"] >= 5:
+                break
+            time.sleep(0.05)
+        assert status["Status"] == "RUNNING", status
+    finally:
+        server.process.kill()
+        server.process.wait(timeout=30)
+
+    copied = sqlite3.connect(destination).execute("SELECT count(*) FROM orders").fetchone()[0]
+    assert copied % 5000 == 0 and copied < 400_000  # whole batches only
+
+    again = Server(data)
+    try:
+        run = call(again, "GET", "History?$filter=JobName%20eq%20'big'")["value"][0]
+        assert run["Status"] == "FAILED" and "interrupted" in run["Details"]
+        assert call(again, "GET", "Jobs('big')")["Status"] == "IDLE"
+        finished = call(again, "POST", "ExecuteJob", {"JobName": "big"})
+        assert finished["value"][0]["Status"] == "SUCCESS"
+    finally:
+        again.stop()
+    assert sqlite3.connect(destination).execute("SELECT count(*) FROM orders").fetchone()[0] == 400_000

@@ -4,6 +4,7 @@ by a worker, which holds a lease while it runs them; a server that starts fails 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from dataclasses import dataclass
 
@@ -138,14 +139,32 @@ async def renew(store: Store, owner: str, history_ids: list[int]) -> set[str]:
         return set(cancelling.scalars().all())
 
 
-async def fail_interrupted(store: Store) -> int:
-    """Runs left RUNNING by a process that died (lease expired) become FAILED, their jobs IDLE again."""
+def _dead_here(owner: str | None, host: str) -> bool:
+    """A run owned by a process of this machine that no longer exists (its lease may not have expired yet)."""
+    if not owner or not owner.startswith(host + ":"):
+        return False
+    pid = owner[len(host) + 1:]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+async def fail_interrupted(store: Store, host: str | None = None) -> int:
+    """Runs left RUNNING by a process that died become FAILED (their jobs IDLE again): those whose lease expired,
+    and at once those owned by a process of this machine that is gone."""
     history, task_history = store.table("History"), store.table("TaskHistory")
     now = utcnow()
     async with store.write() as conn:
-        rows = (await conn.execute(sa.select(history.c.Id, history.c.JobName, history.c._Options).where(
-            history.c.Status.in_(("RUNNING", "CANCELLING")),
-            sa.or_(history.c._Lease.is_(None), history.c._Lease < now)))).all()
+        running = (await conn.execute(sa.select(history.c.Id, history.c.JobName, history.c._Options,
+                                                history.c._Lease, history.c._Owner).where(
+            history.c.Status.in_(("RUNNING", "CANCELLING"))))).all()
+        rows = [r for r in running if r._Lease is None or r._Lease < now or (host and _dead_here(r._Owner, host))]
         for row in rows:
             await finish_run(conn, store, row.Id, row.JobName, "FAILED",
                              "interrupted: the server running it stopped before it ended", now,
@@ -153,6 +172,8 @@ async def fail_interrupted(store: Store) -> int:
             await conn.execute(sa.update(task_history).where(
                 task_history.c.HistoryId == row.Id, task_history.c.Status.in_(("QUEUED", "RUNNING"))).values(
                 Status="FAILED", Details="interrupted", RunEndDate=now))
+        if not rows:
+            return 0
         # a job whose last run ended but which still reads busy (a crash between the two writes)
         stale = sa.select(history.c.JobName).where(history.c.Status.in_(("QUEUED", "RUNNING")))
         for flag in (False, True):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import sqlalchemy as sa
 
@@ -21,11 +22,13 @@ LEADER_LOCK = 0x6F64_7379  # pg_advisory lock id: "odsy"
 
 
 class Scheduler:
-    def __init__(self, store: Store, executor, *, every: float = 15.0) -> None:
+    def __init__(self, store: Store, executor, *, every: float = 15.0, keep_log_days: int = 30) -> None:
         self.store = store
         self.executor = executor
         self.every = every
+        self.keep_log_days = keep_log_days
         self._leader_conn = None
+        self._next_prune = 0.0
 
     async def run(self) -> None:
         try:
@@ -33,6 +36,9 @@ class Scheduler:
                 try:
                     if await self._is_leader():
                         await self.tick()
+                        if self.keep_log_days and time.monotonic() >= self._next_prune:
+                            self._next_prune = time.monotonic() + 3600
+                            await self.executor.runlog.prune(self.keep_log_days)
                 except Exception:  # one bad tick must not end scheduling
                     log.exception("the scheduler's tick failed")
                 await asyncio.sleep(self.every)

@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import socket
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -81,7 +81,8 @@ class Executor:
         self.per_connection = per_connection
         self._connection_slots: dict[str, asyncio.Semaphore] = {}
         self.scheduler = Scheduler(store, self, every=schedule_every)
-        self.owner = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}"  # lets a restarted server on this machine see its dead runs at once
         self.active: dict[str, ActiveRun] = {}  # RunId -> run on this node
         self.finished: dict[str, asyncio.Event] = {}  # RunId -> set when the run ends on this node
         self._wake = asyncio.Event()
@@ -90,7 +91,7 @@ class Executor:
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
-        failed = await runs.fail_interrupted(self.store)
+        failed = await runs.fail_interrupted(self.store, self.host)
         if failed:
             log.warning("%d run(s) left running by a stopped server were marked FAILED", failed)
         self._tasks = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.workers)]
@@ -146,6 +147,7 @@ class Executor:
             try:
                 cancelling = await runs.renew(self.store, self.owner,
                                               [r.history_id for r in self.active.values()])
+                await runs.fail_interrupted(self.store, self.host)  # runs of nodes that died meanwhile
             except Exception:
                 log.exception("renewing run leases failed")
                 continue
