@@ -280,6 +280,12 @@ class _TaskRun:
             self.check_type = columns[position].canonical
         return (check if position is not None else None), position
 
+    def _start_filter(self, chosen: Plan) -> list[tuple]:
+        """With ReplicateStartDate, rows whose check value is below it are not replicated, in any mode."""
+        if self.options.start is None or chosen.check_column is None or self.check_type is None:
+            return []
+        return [(chosen.check_column, ">=", start_value(self.options.start, self.check_type))]
+
     def _state(self, phase: str, check: str | None, mark: Any) -> TableState:
         return TableState(self.target.name, self.origin, phase, check, mark,
                           self.check_type if mark is not None else None)
@@ -328,7 +334,7 @@ class _TaskRun:
         """Re-read everything, upsert by key, then delete the keys the source did not return."""
         name, schema, destination = self.target.name, self.target.schema, self.destination
         await self.states.save(self._state(RECONCILING, chosen.check_column, None))
-        columns, batches = await self._read()
+        columns, batches = await self._read(where=self._start_filter(chosen))
         mark, keyset = None, None
         async with batches:
             layout = await self._prepare(columns, chosen, create=False)

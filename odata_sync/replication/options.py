@@ -152,19 +152,15 @@ def is_boolean(name: str) -> bool:
     return canonical is not None and OPTIONS[canonical][0] in _BOOLEAN_FIELDS
 
 
-def build_options(pairs: list[tuple[str, Any]], *, strict: bool) -> Options:
-    """Options from ``(name, value)`` pairs; ``strict`` refuses unknown names (a WITH clause), otherwise they are
-    ignored (OtherCacheOptions carries settings of other features too)."""
+def _known(pairs: list[tuple[str, Any]]) -> Options:
+    """Options from ``(name, value)`` pairs; other names are left alone (OtherCacheOptions carries settings of other
+    features too)."""
     values: dict[str, Any] = {}
     for name, value in pairs:
         canonical = option_name(name)
-        if canonical is None:
-            if strict:
-                raise BadRequest(f"unknown replication option '{name}'; the options are {', '.join(sorted(OPTIONS))}",
-                                 target=name)
-            continue
-        field, parse = OPTIONS[canonical]
-        values[field] = parse(value, canonical)
+        if canonical is not None:
+            field, parse = OPTIONS[canonical]
+            values[field] = parse(value, canonical)
     return Options(**values)
 
 
@@ -188,4 +184,4 @@ def parse_other_cache_options(text: str | None) -> tuple[Options, dict[str, str]
                                  target="OtherCacheOptions")
             pairs[-1][1] += "," + piece.strip()
     unquoted = [(k, v[1:-1] if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"" else v) for k, v in pairs]
-    return build_options(unquoted, strict=False), dict(unquoted)
+    return _known(unquoted), dict(unquoted)

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -31,8 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 FULL_ROWS, FULL_BATCH = 200_000, 10_000
 
 
-def _kill_when(spec: dict, tmp_path: Path, condition: Callable[[list[str]], bool], timeout: float = 120) -> list[str]:
-    """Run the worker until ``condition(progress lines)`` holds, then SIGKILL it; returns the lines seen."""
+def _kill_when(spec: dict, tmp_path: Path, condition: Callable[[list[str]], bool] | None,
+               timeout: float = 120) -> list[str]:
+    """Run the worker until ``condition(progress lines)`` holds, then SIGKILL it; returns the lines seen. Without a
+    condition the worker runs to its end, which must be a success."""
     progress = tmp_path / f"progress_{uuid.uuid4().hex[:6]}.txt"
     spec_file = tmp_path / f"spec_{uuid.uuid4().hex[:6]}.json"
     spec_file.write_text(json.dumps({**spec, "progress": str(progress)}))
@@ -42,12 +45,16 @@ def _kill_when(spec: dict, tmp_path: Path, condition: Callable[[list[str]], bool
     lines: list[str] = []
     try:
         while time.monotonic() < deadline:
+            ended = process.poll() is not None
             lines = progress.read_text().splitlines() if progress.exists() else []
-            if condition(lines):
+            if condition is None and ended:
+                assert process.returncode == 0 and lines[-1].startswith("finished SUCCESS"), lines
+                return lines
+            if condition is not None and condition(lines):
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait(10)
                 return lines
-            if process.poll() is not None:
+            if ended and condition is not None:
                 raise AssertionError(f"the run ended before the kill point: {lines}\n{process.stdout.read()}")
             time.sleep(0.002)
         raise AssertionError(f"no kill point within {timeout} s: {lines}")
@@ -190,3 +197,39 @@ def test_killed_incremental(request, tmp_path, source, destination, rows, batch)
     _kill_when(spec, tmp_path, _stage("comparing keys"))  # the changes are in; killed while collecting keys
     asyncio.run(_assert_mark_not_ahead(src, dst, moved))
     asyncio.run(_finish_and_compare(src, dst, BatchSize=batch))
+
+
+def test_killed_refresh_leaves_the_previous_copy(request, tmp_path):
+    """Without a key the table is refreshed in a staging table: a kill never shows a half-refreshed table."""
+    src, dst = _places(request, tmp_path, "SQLite", "PostgreSQL")
+    rows = 60_000
+    orders.make_sqlite(Path(src.location), rows)
+
+    def events_table() -> None:
+        con = sqlite3.connect(src.location)
+        con.execute("DROP TABLE IF EXISTS events")
+        con.execute("CREATE TABLE events (id BIGINT, status VARCHAR(16), updated_at TIMESTAMP)")  # no key
+        con.execute("INSERT INTO events SELECT id, status, updated_at FROM orders")
+        con.commit()
+        con.close()
+
+    async def copy_of(place: Place) -> tuple[int, int]:
+        connector = place.connector()
+        try:
+            return await checksum(connector, "events", ["id", "status", "updated_at"])
+        finally:
+            await connector.close()
+
+    events_table()
+    spec = {**_spec(src, dst, BatchSize=5_000), "query": "REPLICATE [events]"}
+    _kill_when(spec, tmp_path, None)
+    first = asyncio.run(copy_of(dst))
+    assert first == asyncio.run(copy_of(src))
+    orders.change_sqlite(Path(src.location), rows)
+    events_table()
+    _kill_when(spec, tmp_path, _batches(4))
+    assert asyncio.run(copy_of(dst)) == first  # the live table is still the whole previous copy
+    _kill_when(spec, tmp_path, _stage("swapping"))
+    assert asyncio.run(copy_of(dst)) in (first, asyncio.run(copy_of(src)))  # one or the other, never a mix
+    _kill_when(spec, tmp_path, None)
+    assert asyncio.run(copy_of(dst)) == asyncio.run(copy_of(src))

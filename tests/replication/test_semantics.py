@@ -174,6 +174,8 @@ async def test_windowed_initial_load_commits_one_window_at_a_time_and_resumes(sq
     _sql(src_path, "UPDATE orders SET updated_at = '2031-01-01', status = 'late' WHERE id = 1500")
     later = await replicate(src, dst, **job)
     assert _mode(later) == "incremental" and later.task.updated == 1
+    forced = await replicate(src, dst, force_full=True, **job)  # a reconcile keeps to the start value too
+    assert _mode(forced) == "reconcile" and forced.task.affected == 0 and forced.task.rows_read == N - 399
 
 
 async def test_cancel_stops_after_a_committed_batch_and_the_next_run_converges(sqlite_pair):
