@@ -8,8 +8,6 @@ import logging
 import signal
 import sys
 
-from aiohttp import web
-
 from odata_sync.config import Config, from_environment
 
 
@@ -50,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(config: Config) -> None:
+    from aiohttp import web  # imported here: `odata-sync run` starts faster without the HTTP stack
+
     from odata_sync.app import build_app, create_runtime
 
     runtime = await create_runtime(config)

@@ -89,9 +89,13 @@ class PostgreSQLConnector(Connector):
             state = getattr(exc, "sqlstate", "") or ""
             if state.startswith("42") and state != "42501":  # syntax error, undefined table/column...
                 return BadRequest(message)
+            if state.startswith("22"):  # data exception: a value the column cannot hold
+                return BadRequest(message)
             return ConnectionFailed(message)
         if isinstance(exc, ssl.SSLError | OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
             return ConnectionFailed(self._scrub(f"PostgreSQL: {' '.join(str(exc).split()) or type(exc).__name__}"))
+        if isinstance(exc, OverflowError):  # raised while encoding a value that does not fit its column
+            return BadRequest(self._scrub(f"PostgreSQL: a value does not fit its column: {exc}"))
         return None
 
     def _target(self, table: str, schema: str | None) -> str:

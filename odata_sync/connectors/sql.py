@@ -124,18 +124,23 @@ def _order_term(term: str, quote: Callable[[str], str]) -> str:
 
 def merge_statements(target: str, stage: str, columns: Sequence[str], key: Sequence[str],
                      quote: Callable[[str], str], differs: Callable[[str, str, str], str], *,
-                     join_delete: bool = False) -> tuple[str, str]:
+                     join_delete: bool = False, rowid_delete: bool = False) -> tuple[str, str]:
     """The two statements of an upsert from a staged batch: delete changed rows, then insert missing ones.
 
     Deleting only rows that differ (``differs(left, right, column)`` is the dialect's null-safe inequality) and then
     inserting the staged rows whose key is absent gives exact counts: deleted = updated, inserted - deleted = new,
-    and a row already equal to the staged one is not touched. ``join_delete`` uses MySQL's multi-table DELETE.
+    and a row already equal to the staged one is not touched. ``join_delete`` uses MySQL's multi-table DELETE;
+    ``rowid_delete`` (SQLite) walks the staged batch and finds target rows by key, so a batch costs its own size,
+    not the target table's.
     """
     key_match = " AND ".join(f"_s.{quote(k)} = _t.{quote(k)}" for k in key)
     others = [c for c in columns if c not in key]
     diff = " OR ".join(differs(f"_s.{quote(c)}", f"_t.{quote(c)}", c) for c in others) or "1 = 0"
     if join_delete:
         delete = f"DELETE _t FROM {target} AS _t JOIN {stage} AS _s ON {key_match} WHERE {diff}"
+    elif rowid_delete:
+        delete = (f"DELETE FROM {target} WHERE rowid IN (SELECT _t.rowid FROM {stage} AS _s "
+                  f"JOIN {target} AS _t ON {key_match} WHERE {diff})")
     else:
         delete = (f"DELETE FROM {target} AS _t WHERE EXISTS "
                   f"(SELECT 1 FROM {stage} AS _s WHERE {key_match} AND ({diff}))")
@@ -147,11 +152,14 @@ def merge_statements(target: str, stage: str, columns: Sequence[str], key: Seque
 
 
 def delete_statement(target: str, stage: str, key: Sequence[str], quote: Callable[[str], str], *,
-                     join_delete: bool = False) -> str:
+                     join_delete: bool = False, rowid_delete: bool = False) -> str:
     """Delete the rows of ``target`` whose key is staged in ``stage``."""
     key_match = " AND ".join(f"_s.{quote(k)} = _t.{quote(k)}" for k in key)
     if join_delete:
         return f"DELETE _t FROM {target} AS _t JOIN {stage} AS _s ON {key_match}"
+    if rowid_delete:
+        return (f"DELETE FROM {target} WHERE rowid IN "
+                f"(SELECT _t.rowid FROM {stage} AS _s JOIN {target} AS _t ON {key_match})")
     return f"DELETE FROM {target} AS _t WHERE EXISTS (SELECT 1 FROM {stage} AS _s WHERE {key_match})"
 
 

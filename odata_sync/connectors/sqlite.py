@@ -301,7 +301,7 @@ class SQLiteConnector(ThreadedTableOps, Connector):
             stage = self._stage(table, schema, columns, rows)
             try:
                 delete, insert = merge_statements(self._target(table, schema), stage, names, key, _q,
-                                                  lambda a, b, _c: f"{a} IS NOT {b}")
+                                                  lambda a, b, _c: f"{a} IS NOT {b}", rowid_delete=True)
                 updated = self.conn.execute(delete).rowcount
                 written = self.conn.execute(insert).rowcount
             finally:
@@ -314,7 +314,8 @@ class SQLiteConnector(ThreadedTableOps, Connector):
         def delete() -> int:
             stage = self._stage(table, schema, key_columns, keys)
             try:
-                sql = delete_statement(self._target(table, schema), stage, [c.name for c in key_columns], _q)
+                sql = delete_statement(self._target(table, schema), stage, [c.name for c in key_columns], _q,
+                                       rowid_delete=True)
                 return self.conn.execute(sql).rowcount
             finally:
                 self.conn.execute(f"DROP TABLE {stage}")
