@@ -155,7 +155,7 @@ def _dead_here(owner: str | None, host: str) -> bool:
     return False
 
 
-async def fail_interrupted(store: Store, host: str | None = None) -> int:
+async def fail_interrupted(store: Store, host: str | None = None, backoff: dt.timedelta | None = None) -> int:
     """Runs left RUNNING by a process that died become FAILED (their jobs IDLE again): those whose lease expired,
     and at once those owned by a process of this machine that is gone."""
     history, task_history = store.table("History"), store.table("TaskHistory")
@@ -181,7 +181,7 @@ async def fail_interrupted(store: Store, host: str | None = None) -> int:
             await conn.execute(sa.update(table).where(table.c.Status.in_(BUSY), name_column.not_in(stale))
                                .values(Status="IDLE", Modified=now))
     for row in rows:  # AutomaticJobRetry: an interrupted run is queued again
-        await retry_if_wanted(store, row.JobName, row._Options or {})
+        await retry_if_wanted(store, row.JobName, row._Options or {}, backoff)
     return len(rows)
 
 

@@ -91,7 +91,7 @@ class Executor:
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
-        failed = await runs.fail_interrupted(self.store, self.host)
+        failed = await runs.fail_interrupted(self.store, self.host, self.retry_backoff)
         if failed:
             log.warning("%d run(s) left running by a stopped server were marked FAILED", failed)
         self._tasks = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.workers)]
@@ -147,7 +147,8 @@ class Executor:
             try:
                 cancelling = await runs.renew(self.store, self.owner,
                                               [r.history_id for r in self.active.values()])
-                await runs.fail_interrupted(self.store, self.host)  # runs of nodes that died meanwhile
+                # runs of nodes that died meanwhile
+                await runs.fail_interrupted(self.store, self.host, self.retry_backoff)
             except Exception:
                 log.exception("renewing run leases failed")
                 continue

@@ -316,3 +316,68 @@ async def test_fifty_jobs_at_once(config, aiohttp_client, tmp_path):
     assert len(history) == 50 and {h["JobName"] for h in history} == {f"job{i}" for i in range(50)}
     assert all(h["Status"] == "SUCCESS" and h["RecordsAffected"] == 100 for h in history)
     assert all(count_rows(tmp_path / f"d{i}.db") == 100 for i in range(50))
+
+
+async def test_cancel_while_queued_and_recovery_requeues_with_retry(config, aiohttp_client, tmp_path):
+    import dataclasses
+
+    from tests.conftest import Api
+
+    # an API-only node runs nothing: the run stays QUEUED, and CancelJob ends it at once
+    api_only = await create_runtime(dataclasses.replace(config, role="api"))
+    api = Api(await aiohttp_client(build_app(api_only)))
+    await setup_job(api, tmp_path, rows=100)
+    queued = await api.ok("POST", "ExecuteJob", json={"JobName": "nightly", "Async": True})
+    assert queued["value"][0]["Status"] == "QUEUED"
+    cancelled = await api.ok("POST", "CancelJob", json={"JobName": "nightly"})
+    assert cancelled["value"][0] == {"JobName": "nightly", "RunId": queued["value"][0]["RunId"],
+                                     "Status": "CANCELLED"}
+    assert (await api.ok("GET", "History"))["value"][0]["Status"] == "CANCELLED"
+
+    # a run left RUNNING by a dead server, for a job with AutomaticJobRetry: failed, then queued again and run
+    await api.ok("PATCH", "Jobs('nightly')", json={"AutomaticJobRetry": True})
+    history, jobs = api_only.store.table("History"), api_only.store.table("Jobs")
+    now = utcnow()
+    async with api_only.store.write() as conn:
+        await conn.execute(history.insert().values(RunId=str(uuid.uuid4()), JobName="nightly", Status="RUNNING",
+                                                   RunStartDate=now, _Lease=now - dt.timedelta(seconds=1),
+                                                   _Options={"force_full": False, "task_ids": None}))
+        await conn.execute(sa.update(jobs).values(Status="RUNNING"))
+    worker = await create_runtime(dataclasses.replace(config, retry_backoff_seconds=0.05))
+    api = Api(await aiohttp_client(build_app(worker)))
+    for _ in range(100):
+        runs = (await api.ok("GET", "History?$orderby=Id"))["value"]
+        if len(runs) == 3 and runs[2]["Status"] == "SUCCESS":
+            break
+        await asyncio.sleep(0.05)
+    assert [(r["Status"], r["TriggeredBy"]) for r in runs][1:] == [("FAILED", None), ("SUCCESS", "retry")]
+    assert count_rows(tmp_path / "destination.db") == 100
+
+
+async def test_graceful_cancel_during_a_reconcile(config, aiohttp_client, tmp_path):
+    import dataclasses
+
+    from tests.conftest import Api
+
+    runtime = await create_runtime(config)
+    api = Api(await aiohttp_client(build_app(runtime)))
+    await setup_job(api, tmp_path, rows=150_000, batch_size=5000)
+    await api.ok("POST", "ExecuteJob", json={"JobName": "nightly"})  # a full copy first
+    assert count_rows(tmp_path / "destination.db") == 150_000
+    await api.ok("POST", "ExecuteJob", json={"JobName": "nightly", "ForceFullSync": True, "Async": True})
+    for _ in range(200):
+        status = await api.ok("POST", "GetJobStatus", json={"JobName": "nightly"})
+        if status["Status"] == "RUNNING" and status["Progress"] > 0:
+            break
+        await asyncio.sleep(0.02)
+    await api.ok("POST", "CancelJob", json={"JobName": "nightly"})  # graceful: after the batch being written
+    for _ in range(300):
+        run = (await api.ok("GET", "History?$orderby=Id desc&$top=1"))["value"][0]
+        if run["Status"] not in ("QUEUED", "RUNNING"):
+            break
+        await asyncio.sleep(0.05)
+    assert run["Status"] in ("CANCELLED", "SUCCESS")  # a reconcile this small may finish first
+    assert count_rows(tmp_path / "destination.db") == 150_000  # a reconcile never loses committed rows
+    final = await api.ok("POST", "ExecuteJob", json={"JobName": "nightly"})
+    assert final["value"][0]["Status"] == "SUCCESS"
+    assert dataclasses.is_dataclass(runtime.config)
