@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol
 
 from odata_sync.errors import BadRequest, ConnectionFailed, ODataSyncError
 
+from . import values
 from .connstr import scrub
 from .sql import Condition, is_select, resolve_table
 from .types import CanonicalType, TypeWarning
@@ -90,6 +91,9 @@ class Connector(ABC):
     #: Table changes the provider cannot roll back (MySQL commits DDL implicitly): refused inside a transaction
     #: rather than silently committing the caller's batch.
     untransactional_ddl: ClassVar[frozenset[str]] = frozenset()
+    #: The write hooks take ``ready``: the positions whose values are already canonical for their column (see
+    #: ``write_batch``'s ``canonical``), so their conversion can be skipped.
+    skips_ready_columns: ClassVar[bool] = False
 
     def __init__(self, settings: dict[str, Any], *, timeout: float | None = 30, secrets: Sequence[str] = ()) -> None:
         self.settings = settings
@@ -251,8 +255,12 @@ class Connector(ABC):
             return await self._add_column(name, column, schema)
 
     async def write_batch(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                          schema: str | None = None) -> int:
-        """Append rows through the provider's bulk path; returns the number of rows written."""
+                          schema: str | None = None, *, canonical: Sequence[CanonicalType | None] | None = None) -> int:
+        """Append rows through the provider's bulk path; returns the number of rows written.
+
+        ``canonical`` (optional, one per column) says the values already are canonical values of these types, as a
+        source read returns them: a destination may then skip converting the columns whose type takes them as they
+        are (``values.passes_as_is``)."""
         self._writable()
         if not rows:
             return 0
@@ -260,13 +268,17 @@ class Connector(ABC):
         _check_widths(rows, len(columns))
         await self._open_for_write()
         target = await self._target_columns(name, schema, columns)
+        extra = self._ready(canonical, target)
         async with self._guard(f"writing to {name}"), self._atomic():
-            await self._write_batch(name, schema, target, rows)
+            await self._write_batch(name, schema, target, rows, **extra)
         return len(rows)
 
     async def upsert_batch(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                           key: Sequence[str], schema: str | None = None) -> WriteCounts:
-        """Insert new rows and replace changed ones, matching on ``key``; rows equal to the stored ones are left."""
+                           key: Sequence[str], schema: str | None = None, *,
+                           canonical: Sequence[CanonicalType | None] | None = None) -> WriteCounts:
+        """Insert new rows and replace changed ones, matching on ``key``; rows equal to the stored ones are left.
+
+        ``canonical``: as for ``write_batch``."""
         self._writable()
         if not key:
             raise BadRequest("an upsert needs key columns")
@@ -283,8 +295,9 @@ class Connector(ABC):
         unique: dict[tuple, Sequence[Any]] = {}
         for row in rows:  # the last row of a key wins, as if the batch had been applied in order
             unique[tuple(row[i] for i in positions)] = row
+        extra = self._ready(canonical, target)
         async with self._guard(f"upserting into {name}"), self._atomic():
-            return await self._upsert_batch(name, schema, target, list(unique.values()), list(key))
+            return await self._upsert_batch(name, schema, target, list(unique.values()), list(key), **extra)
 
     async def delete_keys(self, table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]],
                           schema: str | None = None) -> int:
@@ -446,6 +459,13 @@ class Connector(ABC):
                 raise BadRequest(f"column '{name}' is not in table '{table}'", target=name)
             result.append(column)
         return result
+
+    def _ready(self, canonical: Sequence[CanonicalType | None] | None, target: list[ColumnInfo]) -> dict[str, Any]:
+        """The ``ready`` argument of the write hooks (positions needing no conversion), for providers that use it."""
+        if not self.skips_ready_columns or not canonical:
+            return {}
+        ready = values.ready_positions(canonical, [c.canonical for c in target])
+        return {"ready": ready} if ready else {}
 
     def _scrub(self, message: str) -> str:
         return scrub(message, self._secrets)

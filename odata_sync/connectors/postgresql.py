@@ -18,7 +18,7 @@ from odata_sync.errors import BadRequest, ConnectionFailed, ODataSyncError
 from . import values
 from .base import BatchReader, ColumnInfo, Connector, TableInfo, WriteCounts
 from .sql import brackets_to_quotes, build_select, column_definitions, delete_statement, merge_statements, quote_ident
-from .types import PG_NATIVE_DECODED, CanonicalType, TypeWarning, pg_to_canonical, to_native
+from .types import PG_NATIVE_DECODED, CanonicalType, TypeWarning, _split, pg_to_canonical, to_native
 
 _stage_ids = itertools.count(1)
 _TABLE_KINDS = {"TABLES": ["r", "p", "f"], "VIEWS": ["v", "m"], "ALL": ["r", "p", "f", "v", "m"]}
@@ -39,6 +39,30 @@ def _select_expr(column: ColumnInfo) -> str:
     if base in PG_NATIVE_DECODED or native in PG_NATIVE_DECODED or native.startswith(("timestamp", "time without")):
         return _q(column.name)
     return f"{_q(column.name)}::text"
+
+
+#: Types asyncpg decodes straight into the canonical value of the kind ``pg_to_canonical`` gives them; the rest (uuid,
+#: ``"char"``, extension and domain types, arrays) keep their coercer.
+_DECODED_CANONICAL = frozenset({
+    "smallint", "int2", "integer", "int", "int4", "bigint", "int8", "oid", "real", "float4", "double precision",
+    "float8", "boolean", "bool", "text", "name", "character varying", "varchar", "character", "char", "bpchar",
+    "numeric", "decimal", "date", "bytea", "json", "jsonb", "xml", "time without time zone", "time",
+    "timestamp without time zone", "timestamp", "timestamp with time zone", "timestamptz"})
+_TEXT_KINDS = frozenset({"string", "text", "json"})
+
+
+def _read_converter(column: ColumnInfo, *, as_selected: bool) -> values.Converter | None:
+    """The converter a read applies to a column's values; None when asyncpg already returns the canonical value.
+
+    ``as_selected``: the column is read through ``_select_expr`` (a table read), else as a query returns it."""
+    if as_selected and _select_expr(column) != _q(column.name):  # read as text (::text, to_json)
+        if column.canonical.kind in _TEXT_KINDS:
+            return None
+    else:
+        bare = _split(column.native_type)[3]
+        if bare in _DECODED_CANONICAL and pg_to_canonical(column.native_type).kind == column.canonical.kind:
+            return None
+    return values.coercer(column.canonical)
 
 
 def _differs(native: dict[str, str]) -> Any:
@@ -69,6 +93,7 @@ class _Reader:
 class PostgreSQLConnector(Connector):
     provider = "PostgreSQL"
     driver_errors = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+    skips_ready_columns = True
 
     def __init__(self, settings: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
@@ -178,7 +203,7 @@ class PostgreSQLConnector(Connector):
         except BaseException:
             await transaction.rollback()
             raise
-        converters = [values.compose(values.coercer(c.canonical)) for c in available]
+        converters = [_read_converter(c, as_selected=table is not None) for c in available]
         return available, _Reader(cursor, transaction, converters)
 
     async def _plan_read(self, query: str | None, table: tuple[str | None, str] | None, columns: list[str],
@@ -232,29 +257,31 @@ class PostgreSQLConnector(Connector):
             if native.lossy else []
 
     async def _copy(self, table: str, schema: str | None, columns: list[ColumnInfo],
-                    rows: Sequence[Sequence[Any]]) -> None:
-        converters = [values.compose(values.coercer(c.canonical)) for c in columns]
-        records = values.convert_rows(rows, converters)
+                    rows: Sequence[Sequence[Any]], ready: frozenset[int] = frozenset()) -> None:
+        converters = [None if i in ready else values.coercer(c.canonical) for i, c in enumerate(columns)]
+        # values already canonical for every column go to COPY as they are (asyncpg checks their types itself)
+        records = rows if all(c is None for c in converters) else values.convert_rows(rows, converters)
         await self.conn.copy_records_to_table(table, records=records, columns=[c.name for c in columns],
                                               schema_name=schema, timeout=self.timeout)
 
     async def _write_batch(self, table: str, schema: str | None, columns: list[ColumnInfo],
-                           rows: Sequence[Sequence[Any]]) -> None:
-        await self._copy(table, schema, columns, rows)
+                           rows: Sequence[Sequence[Any]], ready: frozenset[int] = frozenset()) -> None:
+        await self._copy(table, schema, columns, rows, ready)
 
     async def _stage(self, table: str, schema: str | None, columns: list[ColumnInfo],
-                     rows: Sequence[Sequence[Any]]) -> str:
+                     rows: Sequence[Sequence[Any]], ready: frozenset[int] = frozenset()) -> str:
         stage = f"_odsync_stage_{next(_stage_ids)}"
         names = ", ".join(_q(c.name) for c in columns)
         await self.conn.execute(f"CREATE TEMP TABLE {_q(stage)} ON COMMIT DROP AS "
                                 f"SELECT {names} FROM {self._target(table, schema)} WITH NO DATA")
-        await self._copy(stage, None, columns, rows)
+        await self._copy(stage, None, columns, rows, ready)
         return stage
 
     async def _upsert_batch(self, table: str, schema: str | None, columns: list[ColumnInfo],
-                            rows: Sequence[Sequence[Any]], key: list[str]) -> WriteCounts:
+                            rows: Sequence[Sequence[Any]], key: list[str],
+                            ready: frozenset[int] = frozenset()) -> WriteCounts:
         key = [next(c.name for c in columns if c.name.lower() == k.lower()) for k in key]
-        stage = await self._stage(table, schema, columns, rows)
+        stage = await self._stage(table, schema, columns, rows, ready)
         natives = {c.name: c.native_type.lower() for c in columns}
         delete, insert = merge_statements(self._target(table, schema), _q(stage), [c.name for c in columns], key, _q,
                                           _differs(natives))

@@ -241,6 +241,26 @@ def compose(*steps: Converter | None) -> Converter | None:
     return chained
 
 
+#: The Python class of each kind's canonical value (timestamps: naive or aware): a value canonical for one kind is
+#: canonical for every kind of the same group, so it crosses between them untouched.
+_GROUP = {"int16": "int", "int32": "int", "int64": "int", "decimal": "decimal", "float32": "float", "float64": "float",
+          "boolean": "bool", "string": "str", "text": "str", "json": "str", "date": "date", "time": "time",
+          "timestamp": "naive", "timestamptz": "aware", "uuid": "uuid", "binary": "bytes"}
+
+
+def passes_as_is(incoming: CanonicalType | None, target: CanonicalType) -> bool:
+    """Whether canonical values of ``incoming`` (as a source read returns them) are already canonical values of
+    ``target``, so that a destination can skip ``coercer(target)`` for them."""
+    return incoming is not None and _GROUP.get(incoming.kind, incoming.kind) == _GROUP.get(target.kind, target.kind)
+
+
+def ready_positions(incoming: Sequence[CanonicalType | None] | None, targets: Sequence[CanonicalType]) -> frozenset[int]:
+    """The positions whose values need no conversion to ``targets`` (see ``passes_as_is``); empty without a hint."""
+    if not incoming or len(incoming) != len(targets):
+        return frozenset()
+    return frozenset(i for i, (a, b) in enumerate(zip(incoming, targets, strict=True)) if passes_as_is(a, b))
+
+
 def convert_rows(rows: Sequence[Sequence[Any]], converters: Sequence[Converter | None]) -> list[tuple]:
     """Apply one converter per column (None: keep the value) to a batch of rows; returns tuples. NULLs stay NULL."""
     active = [(i, conv, getattr(conv, "exact", None)) for i, conv in enumerate(converters) if conv is not None]

@@ -318,7 +318,7 @@ class _TaskRun:
                 async with destination.transaction():
                     if truncate:
                         await destination.truncate(name, schema)
-                    await destination.write_batch(name, layout.names, rows, schema)
+                    await destination.write_batch(name, layout.names, rows, schema, canonical=layout.incoming)
                 truncate, self.pending = False, 0
                 mark = _higher(mark, _batch_max(batch, position))
                 self.rows_read += len(batch)
@@ -346,7 +346,8 @@ class _TaskRun:
                 rows = layout.shape(batch)
                 self.pending = len(rows)
                 async with destination.transaction():
-                    counts = await destination.upsert_batch(name, layout.names, rows, layout.key, schema)
+                    counts = await destination.upsert_batch(name, layout.names, rows, layout.key, schema,
+                                                            canonical=layout.incoming)
                     if keyset is not None:
                         await keyset.add(layout.keys(rows))
                 self.pending = 0
@@ -394,7 +395,8 @@ class _TaskRun:
                 seen = _higher(seen, _batch_max(batch, position))
                 self.pending = len(rows)
                 async with destination.transaction():
-                    counts = await destination.upsert_batch(name, layout.names, rows, layout.key, schema)
+                    counts = await destination.upsert_batch(name, layout.names, rows, layout.key, schema,
+                                                            canonical=layout.incoming)
                     if ordered and current.advanced(seen) is not current:
                         current = current.advanced(seen)
                         await self.states.save(current)
@@ -461,7 +463,8 @@ class _TaskRun:
                     async for batch in batches:
                         rows = layout.shape(batch)
                         self.pending = len(rows)
-                        counts = await destination.upsert_batch(name, layout.names, rows, layout.key, schema)
+                        counts = await destination.upsert_batch(name, layout.names, rows, layout.key, schema,
+                                                                canonical=layout.incoming)
                         self.pending = 0
                         seen = _higher(seen, _batch_max(batch, position))
                         window_rows += len(batch)
@@ -527,7 +530,7 @@ class _TaskRun:
             async for batch in batches:
                 rows = layout.shape(batch)
                 self.pending = len(rows)
-                await destination.write_batch(staging, layout.names, rows, schema)
+                await destination.write_batch(staging, layout.names, rows, schema, canonical=layout.incoming)
                 self.pending = 0
                 self.rows_read += len(batch)
                 self.inserted += len(rows)

@@ -62,6 +62,8 @@ class Layout:
     project: Callable[[tuple], tuple] | None = None
     truncations: list[tuple[int, int]] = field(default_factory=list)  # (written position, max length)
     truncated: dict[str, int] = field(default_factory=dict)  # values cut by AutoTruncateStrings, per column
+    #: the source's type of each written value: rows read are canonical values of these (``write_batch``'s hint)
+    incoming: list[ctypes.CanonicalType] = field(default_factory=list)
 
     def shape(self, batch: list[tuple]) -> list[tuple]:
         if self.project is not None:
@@ -189,7 +191,8 @@ def layout(wanted: list[ColumnInfo], positions: list[int], present: list[ColumnI
                 truncations.append((i, limit))
     return Layout(names=names, key=[names[lower.index(k.lower())] for k in key],
                   key_positions=[lower.index(k.lower()) for k in key], columns=[c for _w, _p, c in chosen],
-                  source_names=[source[p].name for p in picked], project=project, truncations=truncations)
+                  source_names=[source[p].name for p in picked], project=project, truncations=truncations,
+                  incoming=[source[p].canonical for p in picked])
 
 
 def _projector(positions: list[int]) -> Callable[[tuple], tuple]:
