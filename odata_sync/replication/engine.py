@@ -406,14 +406,20 @@ class _TaskRun:
                 self.updated += counts.updated
                 yield self._committed(len(batch))
                 self._check_cancel()
+        async for event in self._remove_deleted(layout, current.advanced(seen)):
+            yield event
+
+    async def _remove_deleted(self, layout: tables.Layout, final_state: TableState) -> AsyncIterator[Progress]:
+        """Delete the rows whose key the source no longer has (unless SkipDeleted) and save the final state, in one
+        destination transaction."""
         keyset = self._keyset(layout)
         if keyset is not None:
             yield self._stage("comparing keys with the source")
             await self._collect_keys(keyset, layout)
-        async with destination.transaction():
+        async with self.destination.transaction():
             if keyset is not None:
                 self.deleted += await keyset.delete_missing(self.options.batch_size)
-            await self.states.save(current.advanced(seen))
+            await self.states.save(final_state)
         if keyset is not None:
             await keyset.drop()
 
@@ -486,16 +492,8 @@ class _TaskRun:
                 elif interval is not None:
                     lo = window_containing(hi, following, interval, unit)
         assert layout is not None
-        keyset = self._keyset(layout)
-        if keyset is not None:
-            yield self._stage("comparing keys with the source")
-            await self._collect_keys(keyset, layout)
-        async with destination.transaction():
-            if keyset is not None:
-                self.deleted += await keyset.delete_missing(self.options.batch_size)
-            await self.states.save(self._state(DONE, check, _higher(lo, seen)))
-        if keyset is not None:
-            await keyset.drop()
+        async for event in self._remove_deleted(layout, self._state(DONE, check, _higher(lo, seen))):
+            yield event
 
     async def _next_check_value(self, check: str, at_least: Any) -> Any:
         """The lowest check value at or above ``at_least`` (None when there is none)."""
