@@ -381,3 +381,68 @@ async def test_graceful_cancel_during_a_reconcile(config, aiohttp_client, tmp_pa
     final = await api.ok("POST", "ExecuteJob", json={"JobName": "nightly"})
     assert final["value"][0]["Status"] == "SUCCESS"
     assert dataclasses.is_dataclass(runtime.config)
+
+
+async def test_log_verbosity_and_a_busy_schedule_is_skipped(config, aiohttp_client, tmp_path):
+    import dataclasses
+
+    from tests.conftest import Api
+
+    runtime = await create_runtime(dataclasses.replace(config, schedule_seconds=0.1))
+    api = Api(await aiohttp_client(build_app(runtime)))
+    await setup_job(api, tmp_path, rows=3000, batch_size=1000)
+    await api.ok("POST", "ExecuteJob", json={"JobName": "nightly"})  # Verbosity 2 (Info): no transfer lines
+    info = (await api.ok("POST", "GetJobLog", json={"JobName": "nightly"}))["value"][0]["Log"]
+    assert " INFO " in info and " TRANSFER " not in info
+    await api.ok("PATCH", "Jobs('nightly')", json={"Verbosity": 3})
+    second = await api.ok("POST", "ExecuteJob", json={"JobName": "nightly", "ForceFullSync": True})
+    transfer = (await api.ok("POST", "GetJobLog", json={"JobName": "nightly", "RunId": second["value"][0]["RunId"]}
+                             ))["value"][0]["Log"]
+    assert " TRANSFER " in transfer and "committed" in transfer
+
+    # a job still running when its tick comes: no second run, and the skip is in the running run's log
+    history, jobs = runtime.store.table("History"), runtime.store.table("Jobs")
+    running_id = str(uuid.uuid4())
+    now = utcnow()
+    async with runtime.store.write() as conn:  # a run held by a live worker elsewhere (its lease is fresh)
+        await conn.execute(history.insert().values(RunId=running_id, JobName="nightly", Status="RUNNING",
+                                                   RunStartDate=now, _Lease=now + dt.timedelta(minutes=5),
+                                                   _Owner="elsewhere:1"))
+        await conn.execute(sa.update(jobs).values(Status="RUNNING", Scheduled=True, ScheduledCron="* * * * *",
+                                                  NextRun=now - dt.timedelta(minutes=1)))
+    for _ in range(50):
+        log = (await api.ok("POST", "GetJobLog", json={"JobName": "nightly", "RunId": running_id}))["value"][0]
+        if "skipped" in log["Log"]:
+            break
+        await asyncio.sleep(0.05)
+    assert "a scheduled run was skipped" in log["Log"]
+    runs = (await api.ok("GET", "History?$filter=JobName eq 'nightly'"))["value"]
+    assert len(runs) == 3 and not any(r["TriggeredBy"] == "schedule" for r in runs)
+    job = await api.ok("GET", "Jobs('nightly')")
+    assert dt.datetime.fromisoformat(job["NextRun"]) > utcnow()  # the tick was consumed, not queued
+
+
+async def test_scheduled_transformation(config, aiohttp_client, tmp_path):
+    import dataclasses
+
+    from tests.conftest import Api
+
+    runtime = await create_runtime(dataclasses.replace(config, schedule_seconds=0.1))
+    api = Api(await aiohttp_client(build_app(runtime)))
+    await setup_job(api, tmp_path, rows=10)
+    await api.ok("POST", "Transformations", 201, json={
+        "TransformationName": "tick", "Connection": "dst", "TransformationTriggerMode": "Scheduled",
+        "ScheduledCron": "* * * * *", "Query#1": "CREATE TABLE IF NOT EXISTS ticks (n INTEGER)",
+        "Query#2": "INSERT INTO ticks VALUES (1)"})
+    transformations = runtime.store.table("Transformations")
+    async with runtime.store.write() as conn:  # created two minutes ago: its first tick is due
+        await conn.execute(sa.update(transformations).values(Created=utcnow() - dt.timedelta(minutes=2)))
+    for _ in range(100):
+        runs = (await api.ok("GET", "History?$filter=JobName eq 'tick'"))["value"]
+        if runs and runs[0]["Status"] == "SUCCESS":
+            break
+        await asyncio.sleep(0.05)
+    assert runs[0]["TriggeredBy"] == "schedule" and runs[0]["Status"] == "SUCCESS"
+    await asyncio.sleep(0.4)  # its next tick is a minute after this run: no second run yet
+    assert len((await api.ok("GET", "History?$filter=JobName eq 'tick'"))["value"]) == 1
+    assert count_rows(tmp_path / "destination.db", "ticks") == 1
