@@ -103,14 +103,14 @@ async def test_async_run_conflict_and_cancel(api, tmp_path):
 
 
 async def test_wait_with_timeout_answers_running_and_the_run_goes_on(api, tmp_path):
-    await setup_job(api, tmp_path, rows=200_000, batch_size=5000)
+    await setup_job(api, tmp_path, rows=400_000, batch_size=5000)  # several seconds of copying: more than Timeout
     body = await api.ok("POST", "ExecuteJob", json={"JobName": "nightly", "Timeout": 1})
     assert body["value"][0]["Status"] in ("QUEUED", "RUNNING")
     for _ in range(600):
         if (await api.ok("GET", "Jobs('nightly')"))["Status"] == "IDLE":
             break
         await asyncio.sleep(0.1)
-    assert count_rows(tmp_path / "destination.db") == 200_000
+    assert count_rows(tmp_path / "destination.db") == 400_000
 
 
 async def test_unknown_jobs_and_refusals(api, tmp_path):
@@ -156,7 +156,8 @@ async def test_cron_schedule_fires_once_and_skips_while_running(config, aiohttp_
     runtime = await create_runtime(dataclasses.replace(config, schedule_seconds=0.2))
     api = Api(await aiohttp_client(build_app(runtime)))
     await setup_job(api, tmp_path, rows=500, name="cron")
-    await api.ok("PATCH", "Jobs('cron')", json={"Scheduled": True, "ScheduledCron": "* * * * *"})
+    # a yearly schedule: the missed tick below runs, the next one is months away (no minute-boundary race)
+    await api.ok("PATCH", "Jobs('cron')", json={"Scheduled": True, "ScheduledCron": "0 0 1 1 *"})
     jobs = runtime.store.table("Jobs")
     missed = utcnow() - dt.timedelta(hours=3)  # as if the server had been down for many ticks
     async with runtime.store.write() as conn:
@@ -408,7 +409,7 @@ async def test_log_verbosity_and_a_busy_schedule_is_skipped(config, aiohttp_clie
         await conn.execute(history.insert().values(RunId=running_id, JobName="nightly", Status="RUNNING",
                                                    RunStartDate=now, _Lease=now + dt.timedelta(minutes=5),
                                                    _Owner="elsewhere:1"))
-        await conn.execute(sa.update(jobs).values(Status="RUNNING", Scheduled=True, ScheduledCron="* * * * *",
+        await conn.execute(sa.update(jobs).values(Status="RUNNING", Scheduled=True, ScheduledCron="0 0 1 1 *",
                                                   NextRun=now - dt.timedelta(minutes=1)))
     for _ in range(50):
         log = (await api.ok("POST", "GetJobLog", json={"JobName": "nightly", "RunId": running_id}))["value"][0]
@@ -432,17 +433,17 @@ async def test_scheduled_transformation(config, aiohttp_client, tmp_path):
     await setup_job(api, tmp_path, rows=10)
     await api.ok("POST", "Transformations", 201, json={
         "TransformationName": "tick", "Connection": "dst", "TransformationTriggerMode": "Scheduled",
-        "ScheduledCron": "* * * * *", "Query#1": "CREATE TABLE IF NOT EXISTS ticks (n INTEGER)",
+        "ScheduledCron": "0 0 1 1 *", "Query#1": "CREATE TABLE IF NOT EXISTS ticks (n INTEGER)",
         "Query#2": "INSERT INTO ticks VALUES (1)"})
     transformations = runtime.store.table("Transformations")
-    async with runtime.store.write() as conn:  # created two minutes ago: its first tick is due
-        await conn.execute(sa.update(transformations).values(Created=utcnow() - dt.timedelta(minutes=2)))
+    async with runtime.store.write() as conn:  # created two years ago: a yearly tick is due
+        await conn.execute(sa.update(transformations).values(Created=utcnow() - dt.timedelta(days=731)))
     for _ in range(100):
         runs = (await api.ok("GET", "History?$filter=JobName eq 'tick'"))["value"]
         if runs and runs[0]["Status"] == "SUCCESS":
             break
         await asyncio.sleep(0.05)
     assert runs[0]["TriggeredBy"] == "schedule" and runs[0]["Status"] == "SUCCESS"
-    await asyncio.sleep(0.4)  # its next tick is a minute after this run: no second run yet
+    await asyncio.sleep(0.4)  # its next tick is next January: no second run
     assert len((await api.ok("GET", "History?$filter=JobName eq 'tick'"))["value"]) == 1
     assert count_rows(tmp_path / "destination.db", "ticks") == 1
