@@ -90,9 +90,9 @@ class JobActions:
 
     # ---- CancelJob -----------------------------------------------------------------------------------------
     async def cancel_job(self, call: ActionCall) -> list[dict]:
-        job_name = await runs.job_name_of(self.store, call.params.get("JobName"), call.params.get("JobId"))
+        job_name, transformation = await self._target(call)
         graceful = call.params.get("Graceful", True) is not False
-        cancelled_run = await runs.cancel_queued(self.store, job_name)
+        cancelled_run = await runs.cancel_queued(self.store, job_name, transformation)
         if cancelled_run is not None:
             return [{"JobName": job_name, "RunId": cancelled_run, "Status": "CANCELLED"}]
         run = await runs.latest_run(self.store, job_name)

@@ -237,22 +237,25 @@ async def finish_run(conn, store: Store, history_id: int, job_name: str, status:
     await touch(conn, table, name_column == job_name, now, Status="IDLE", LastRun=now, LastRunStatus=status)
 
 
-async def cancel_queued(store: Store, job_name: str) -> str | None:
-    """Cancel the job's QUEUED run at once (its RunId), or mark a RUNNING one CANCELLING for its worker (None)."""
-    history, task_history, jobs = store.table("History"), store.table("TaskHistory"), store.table("Jobs")
+async def cancel_queued(store: Store, job_name: str, transformation: bool = False) -> str | None:
+    """Cancel the job's (or transformation's) QUEUED run at once (its RunId), or mark a RUNNING one CANCELLING for
+    its worker (None)."""
+    history, task_history = store.table("History"), store.table("TaskHistory")
+    table, name_column = owner(store, transformation)
     async with store.write() as conn:
         row = (await conn.execute(sa.select(history.c.Id, history.c.RunId, history.c.Status).where(
             history.c.JobName == job_name, history.c.Status.in_(("QUEUED", "RUNNING")))
             .order_by(history.c.Id.desc()).limit(1))).first()
         if row is None:
-            raise Conflict(f"Job '{job_name}' is not queued or running")
+            raise Conflict(f"'{job_name}' is not queued or running")
         now = utcnow()
         if row.Status == "QUEUED":
-            await finish_run(conn, store, row.Id, job_name, "CANCELLED", "cancelled before it started", now)
+            await finish_run(conn, store, row.Id, job_name, "CANCELLED", "cancelled before it started", now,
+                             transformation=transformation)
             await conn.execute(sa.update(task_history).where(task_history.c.HistoryId == row.Id).values(
                 Status="CANCELLED", RunEndDate=now))
             return row.RunId
-        await touch(conn, jobs, jobs.c.JobName == job_name, now, Status="CANCELLING")
+        await touch(conn, table, name_column == job_name, now, Status="CANCELLING")
         return None
 
 

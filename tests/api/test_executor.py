@@ -447,3 +447,58 @@ async def test_scheduled_transformation(config, aiohttp_client, tmp_path):
     await asyncio.sleep(0.4)  # its next tick is next January: no second run
     assert len((await api.ok("GET", "History?$filter=JobName eq 'tick'"))["value"]) == 1
     assert count_rows(tmp_path / "destination.db", "ticks") == 1
+
+
+async def _wait_for_end(api, name: str) -> dict:
+    for _ in range(600):
+        run = (await api.ok("GET", f"History?$filter=JobName eq '{name}'&$orderby=Id desc&$top=1"))["value"][0]
+        if run["Status"] not in ("QUEUED", "RUNNING"):
+            return run
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the run of {name} did not end")
+
+
+async def test_cancel_while_refreshing_keeps_the_old_table(api, tmp_path):
+    source = tmp_path / "source.db"
+    db = sqlite3.connect(source)
+    db.execute("CREATE TABLE events (kind TEXT, amount REAL)")  # no key, no check column: a refresh swap
+    db.executemany("INSERT INTO events VALUES (?, ?)", ((f"k{i % 13}", i * 0.5) for i in range(300_000)))
+    db.commit()
+    db.close()
+    await api.ok("POST", "Connections", 201, json={"Name": "src", "ProviderName": "SQLite",
+                                                   "ConnectionString": f"Database={source}"})
+    await api.ok("POST", "Connections", 201, json={"Name": "dst", "ProviderName": "SQLite",
+                                                   "ConnectionString": f"Database={tmp_path / 'destination.db'}"})
+    await api.ok("POST", "Jobs", 201, json={"JobName": "events", "Source": "src", "Destination": "dst",
+                                            "BatchSize": 5000, "Query#1": "REPLICATE [events]"})
+    assert (await api.ok("POST", "ExecuteJob", json={"JobName": "events"}))["value"][0]["Status"] == "SUCCESS"
+    await api.ok("POST", "ExecuteJob", json={"JobName": "events", "Async": True})
+    for _ in range(500):
+        status = await api.ok("POST", "GetJobStatus", json={"JobName": "events"})
+        if status["Status"] == "RUNNING" and status["Progress"] > 0:
+            break
+        await asyncio.sleep(0.01)
+    await api.ok("POST", "CancelJob", json={"JobName": "events", "Graceful": False})
+    assert (await _wait_for_end(api, "events"))["Status"] == "CANCELLED"
+    assert count_rows(tmp_path / "destination.db", "events") == 300_000  # the old table, whole
+
+
+async def test_cancel_a_transformation_query(api, tmp_path):
+    await setup_job(api, tmp_path, rows=10)
+    await api.ok("POST", "Transformations", 201, json={
+        "TransformationName": "slow", "Connection": "dst",
+        "Query#1": "CREATE TABLE marks (n INTEGER)", "Query#2": "INSERT INTO marks VALUES (1)",
+        "Query#3": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) "
+                   "SELECT count(*) FROM c"})
+    await api.ok("POST", "ExecuteJob", json={"JobName": "slow", "Async": True})
+    for _ in range(500):
+        run = (await api.ok("GET", "History?$filter=JobName eq 'slow'&$expand=Tasks"))["value"][0]
+        if any(t["Status"] == "RUNNING" and t["TaskId"] == 3 for t in run["Tasks"]):
+            break
+        await asyncio.sleep(0.01)
+    cancelled = await api.ok("POST", "CancelJob", json={"JobName": "slow", "Graceful": False})
+    assert cancelled["value"][0]["Status"] == "CANCELLING"
+    assert (await _wait_for_end(api, "slow"))["Status"] == "CANCELLED"
+    db = sqlite3.connect(tmp_path / "destination.db")  # the transformation's transaction was rolled back
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'marks'").fetchone()[0] == 0
+    db.close()
