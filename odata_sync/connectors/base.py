@@ -38,6 +38,15 @@ class TableInfo:
     type: str = "TABLE"
 
 
+def pick_columns(available: list[ColumnInfo], names: Sequence[str]) -> list[ColumnInfo]:
+    """The named columns of a query's result, in the order asked (a name it lacks is the caller's error)."""
+    by_name = {c.name: c for c in available}
+    missing = [c for c in names if c not in by_name]
+    if missing:
+        raise BadRequest(f"column '{missing[0]}' is not in the query's result")
+    return [by_name[c] for c in names]
+
+
 @dataclass(frozen=True)
 class ColumnInfo:
     """A column as GetConnectionTableColumns lists it; ``canonical`` is what the other side maps from."""

@@ -17,8 +17,8 @@ import duckdb
 from odata_sync.errors import BadRequest, ConnectionFailed, ODataSyncError
 
 from . import values
-from .base import BatchReader, ColumnInfo, Connector, TableInfo, WriteCounts
-from .sql import brackets_to_quotes, build_select, column_definitions, delete_statement, merge_statements, quote_ident
+from .base import BatchReader, ColumnInfo, Connector, TableInfo, pick_columns
+from .sql import brackets_to_quotes, build_select, column_definitions, quote_ident
 from .threads import ConnectionThread, ThreadedTableOps
 from .types import CanonicalType, TypeWarning, duckdb_to_canonical
 
@@ -67,6 +67,7 @@ class _Reader:
 
 class DuckDBConnector(ThreadedTableOps, Connector):
     _quote = staticmethod(_q)
+    _distinct = "{} IS DISTINCT FROM {}"
     provider = "DuckDB"
     driver_errors = (duckdb.Error,)
 
@@ -116,6 +117,9 @@ class DuckDBConnector(ThreadedTableOps, Connector):
 
     def _target(self, table: str, schema: str | None) -> str:
         return f"{_q(schema or self.default_schema)}.{_q(table)}"
+
+    def _count(self, sql: str) -> int:
+        return self._one(sql)
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = self.conn.execute(sql, list(params)).fetchone()
@@ -204,11 +208,7 @@ class DuckDBConnector(ThreadedTableOps, Connector):
             available = [ColumnInfo.of(name, duckdb_to_canonical(native), native_type=native, ordinal=i + 1)
                          for i, (name, native, *_rest) in enumerate(described)]
             if columns:
-                by_name = {c.name: c for c in available}
-                missing = [c for c in columns if c not in by_name]
-                if missing:
-                    raise BadRequest(f"column '{missing[0]}' is not in the query's result")
-                available = [by_name[c] for c in columns]
+                available = pick_columns(available, columns)
             from_sql = f"({query}) AS _q"
         types = {c.name: c.canonical for c in available}
 
@@ -271,33 +271,6 @@ class DuckDBConnector(ThreadedTableOps, Connector):
         self.conn.execute(f"CREATE TEMP TABLE {stage} AS SELECT {names} FROM {self._target(table, schema)} LIMIT 0")
         self._insert(f"temp.{stage}", columns, rows)
         return f"temp.{stage}"
-
-    async def _upsert_batch(self, table: str, schema: str | None, columns: list[ColumnInfo],
-                            rows: Sequence[Sequence[Any]], key: list[str]) -> WriteCounts:
-        key = [next(c.name for c in columns if c.name.lower() == k.lower()) for k in key]
-
-        def upsert() -> WriteCounts:
-            stage = self._stage(table, schema, columns, rows)
-            try:
-                delete, insert = merge_statements(self._target(table, schema), stage, [c.name for c in columns], key,
-                                                  _q, lambda a, b, _c: f"{a} IS DISTINCT FROM {b}")
-                updated = self._one(delete)
-                written = self._one(insert)
-            finally:
-                self.conn.execute(f"DROP TABLE IF EXISTS {stage}")
-            return WriteCounts(inserted=written - updated, updated=updated)
-        return await self._run(upsert)
-
-    async def _delete_keys(self, table: str, schema: str | None, key_columns: list[ColumnInfo],
-                           keys: Sequence[Sequence[Any]]) -> int:
-        def delete() -> int:
-            stage = self._stage(table, schema, key_columns, keys)
-            try:
-                return self._one(delete_statement(self._target(table, schema), stage, [c.name for c in key_columns],
-                                                  _q))
-            finally:
-                self.conn.execute(f"DROP TABLE IF EXISTS {stage}")
-        return await self._run(delete)
 
     async def _execute(self, sql: str, params: list[Any]) -> int:
         def run() -> int:

@@ -16,7 +16,7 @@ import asyncpg
 from odata_sync.errors import BadRequest, ConnectionFailed, ODataSyncError
 
 from . import values
-from .base import BatchReader, ColumnInfo, Connector, TableInfo, WriteCounts
+from .base import BatchReader, ColumnInfo, Connector, TableInfo, WriteCounts, pick_columns
 from .sql import brackets_to_quotes, build_select, column_definitions, delete_statement, merge_statements, quote_ident
 from .types import PG_NATIVE_DECODED, CanonicalType, TypeWarning, _split, pg_to_canonical, to_native
 
@@ -224,11 +224,7 @@ class PostgreSQLConnector(Connector):
             if not (columns or where or order_by):
                 return available, query, []  # as written: wrapping could make repeated column names ambiguous
             if columns:
-                by_name = {c.name: c for c in available}
-                missing = [c for c in columns if c not in by_name]
-                if missing:
-                    raise BadRequest(f"column '{missing[0]}' is not in the query's result")
-                available = [by_name[c] for c in columns]
+                available = pick_columns(available, columns)
             select_list = None
             from_sql = f"({query}) AS _q"
         types = {c.name: c.canonical for c in available}

@@ -17,8 +17,8 @@ from typing import Any
 from odata_sync.errors import BadRequest, ConnectionFailed, ODataSyncError
 
 from . import values
-from .base import BatchReader, ColumnInfo, Connector, TableInfo, WriteCounts
-from .sql import build_select, column_definitions, delete_statement, merge_statements, quote_ident
+from .base import BatchReader, ColumnInfo, Connector, TableInfo, pick_columns
+from .sql import build_select, column_definitions, quote_ident
 from .threads import ConnectionThread, ThreadedTableOps
 from .types import CanonicalType, TypeWarning, sqlite_to_canonical
 
@@ -89,6 +89,8 @@ class _Reader:
 
 class SQLiteConnector(ThreadedTableOps, Connector):
     _quote = staticmethod(_q)
+    _distinct = "{} IS NOT {}"
+    _rowid_delete = True  # walk the staged batch, find target rows by key: a batch costs its size, not the table's
     provider = "SQLite"
     driver_errors = (sqlite3.Error,)
 
@@ -226,11 +228,7 @@ class SQLiteConnector(ThreadedTableOps, Connector):
         else:
             available = await self._query_columns(query or "")
             if columns:
-                by_name = {c.name: c for c in available}
-                missing = [c for c in columns if c not in by_name]
-                if missing:
-                    raise BadRequest(f"column '{missing[0]}' is not in the query's result")
-                available = [by_name[c] for c in columns]
+                available = pick_columns(available, columns)
             from_sql = f"({query}) AS _q"
             untyped = {c.name for c in available if not c.native_type}
         types = {c.name: c.canonical for c in available}
@@ -292,34 +290,8 @@ class SQLiteConnector(ThreadedTableOps, Connector):
         self._insert(stage, columns, rows)
         return stage
 
-    async def _upsert_batch(self, table: str, schema: str | None, columns: list[ColumnInfo],
-                            rows: Sequence[Sequence[Any]], key: list[str]) -> WriteCounts:
-        names = [c.name for c in columns]
-        key = [next(c.name for c in columns if c.name.lower() == k.lower()) for k in key]
-
-        def upsert() -> WriteCounts:
-            stage = self._stage(table, schema, columns, rows)
-            try:
-                delete, insert = merge_statements(self._target(table, schema), stage, names, key, _q,
-                                                  lambda a, b, _c: f"{a} IS NOT {b}", rowid_delete=True)
-                updated = self.conn.execute(delete).rowcount
-                written = self.conn.execute(insert).rowcount
-            finally:
-                self.conn.execute(f"DROP TABLE {stage}")
-            return WriteCounts(inserted=written - updated, updated=updated)
-        return await self._run(upsert)
-
-    async def _delete_keys(self, table: str, schema: str | None, key_columns: list[ColumnInfo],
-                           keys: Sequence[Sequence[Any]]) -> int:
-        def delete() -> int:
-            stage = self._stage(table, schema, key_columns, keys)
-            try:
-                sql = delete_statement(self._target(table, schema), stage, [c.name for c in key_columns], _q,
-                                       rowid_delete=True)
-                return self.conn.execute(sql).rowcount
-            finally:
-                self.conn.execute(f"DROP TABLE {stage}")
-        return await self._run(delete)
+    def _count(self, sql: str) -> int:
+        return self.conn.execute(sql).rowcount
 
     async def _execute(self, sql: str, params: list[Any]) -> int:
         cursor = await self._run(self.conn.execute, sql, params)

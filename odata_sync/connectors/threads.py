@@ -14,6 +14,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from .base import WriteCounts
+from .sql import delete_statement, merge_statements
+
 T = TypeVar("T")
 
 
@@ -44,10 +47,41 @@ def _consume(future: asyncio.Future) -> None:
 
 
 class ThreadedTableOps:
-    """Table-level DDL shared by the providers whose driver runs on a ``ConnectionThread`` (SQLite, DuckDB): the
-    same SQL works on both. Subclasses give ``_run``, ``conn``, ``_target`` and ``_quote``."""
+    """Table operations shared by the providers whose driver runs on a ``ConnectionThread`` (SQLite, DuckDB): the
+    same SQL works on both. Subclasses give ``_run``, ``conn``, ``_target``, ``_quote``, ``_stage`` (a temp table
+    holding rows), ``_count`` (a statement's affected rows) and ``_distinct`` (the null-safe inequality)."""
 
     _spare_ids = itertools.count(1)
+    _distinct = "{} IS DISTINCT FROM {}"
+    _rowid_delete = False
+
+    async def _upsert_batch(self, table: str, schema: str | None, columns: list, rows, key: list[str]):
+        names = [c.name for c in columns]
+        key = [next(n for n in names if n.lower() == k.lower()) for k in key]
+
+        def upsert() -> WriteCounts:
+            stage = self._stage(table, schema, columns, rows)
+            try:
+                delete, insert = merge_statements(self._target(table, schema), stage, names, key, self._quote,
+                                                  lambda a, b, _c: self._distinct.format(a, b),
+                                                  rowid_delete=self._rowid_delete)
+                updated = self._count(delete)
+                written = self._count(insert)
+            finally:
+                self.conn.execute(f"DROP TABLE IF EXISTS {stage}")
+            return WriteCounts(inserted=written - updated, updated=updated)
+        return await self._run(upsert)
+
+    async def _delete_keys(self, table: str, schema: str | None, key_columns: list, keys) -> int:
+        def delete() -> int:
+            stage = self._stage(table, schema, key_columns, keys)
+            try:
+                return self._count(delete_statement(self._target(table, schema), stage,
+                                                    [c.name for c in key_columns], self._quote,
+                                                    rowid_delete=self._rowid_delete))
+            finally:
+                self.conn.execute(f"DROP TABLE IF EXISTS {stage}")
+        return await self._run(delete)
 
     async def _drop_table(self, table: str, schema: str | None) -> None:
         await self._run(self.conn.execute, f"DROP TABLE IF EXISTS {self._target(table, schema)}")

@@ -244,11 +244,10 @@ class ODataHandler:
 
     async def _get(self, request, url: ParsedUrl, ctx: RequestContext, res: Resource):
         es = res.entity_set
-        alternatives = ("text/plain",) if res.kind in ("count", "value") else ()
-        fmt = negotiate(url.options.get("$format"), request.headers.get("Accept"),
-                        alternatives=("text/plain", "application/json") if alternatives else ())
-        if res.kind in ("count", "value"):
+        if res.kind in ("count", "value"):  # raw text whatever was asked; JSON-only clients still get an answer
             fmt = Format("text/plain")
+        else:
+            fmt = negotiate(url.options.get("$format"), request.headers.get("Accept"))
         ctx.metadata, ctx.ieee754 = fmt.metadata, fmt.ieee754
         reader = self._reader(ctx)
         serializer = Serializer(self.model, ctx)
