@@ -18,8 +18,9 @@ class RunLog:
         self.store = store
         self._counts: dict[int, int] = {}
 
-    async def write(self, history_id: int, level: int, verbosity: int, message: str) -> None:
-        """Keep the line when the job's Verbosity shows its level (1 Error … 4 Verbose)."""
+    async def write(self, history_id: int, level: int, verbosity: int, message: str, conn=None) -> None:
+        """Keep the line when the job's Verbosity shows its level (1 Error … 4 Verbose); in ``conn``'s transaction
+        when given (so a batch's progress and its log line cost one store write)."""
         if level > verbosity:
             return
         count = self._counts.get(history_id, 0)
@@ -28,10 +29,17 @@ class RunLog:
         if count == MAX_LINES_PER_RUN:
             message, level = f"(more than {MAX_LINES_PER_RUN} lines: the rest of this run's log is dropped)", 1
         self._counts[history_id] = count + 1
-        table = self.store.metadata.tables["run_log"]
-        async with self.store.write() as conn:
-            await conn.execute(table.insert().values(HistoryId=history_id, Timestamp=utcnow(), Level=level,
-                                                     Message=message[:4000]))
+        insert = self.store.metadata.tables["run_log"].insert().values(
+            HistoryId=history_id, Timestamp=utcnow(), Level=level, Message=message[:4000])
+        if conn is not None:
+            await conn.execute(insert)
+            return
+        async with self.store.write() as own:
+            await own.execute(insert)
+
+    def forget(self, history_id: int) -> None:
+        """The run ended: drop its line count."""
+        self._counts.pop(history_id, None)
 
     async def text(self, run: dict) -> str:
         """The log of one run: a header naming the job, the run, its start and status, then one line per event."""

@@ -178,7 +178,10 @@ class Executor:
                 await self._end(run, "FAILED", _message(exc))
         finally:
             self.active.pop(run.run_id, None)
-            self.waiter(run.run_id).set()
+            self.runlog.forget(run.history_id)
+            waiting = self.finished.pop(run.run_id, None)  # only callers that asked wait; nothing piles up
+            if waiting is not None:
+                waiting.set()
         if run.job_row is not None:
             await self._after(run)
         if run.status == "FAILED" and await runs.retry_if_wanted(self.store, run.job_name, options,
@@ -342,9 +345,9 @@ class Executor:
             run.stage = f"task {event.index}: {event.mode}"
             progress = run.tasks.setdefault(event.task_id, TaskProgress(event.task_id, event.query))
             progress.status, progress.estimated = "RUNNING", event.estimated_rows
-            await self._task_update(run, event.task_id, Status="RUNNING", RunStartDate=utcnow())
-            await self.runlog.write(run.history_id, 2, level, f"task {event.index} [{event.table}] started: "
-                                    f"{event.sync_type} ({event.mode}: {event.reason})")
+            await self._task_update(run, event.task_id, (2, level, f"task {event.index} [{event.table}] started: "
+                                                            f"{event.sync_type} ({event.mode}: {event.reason})"),
+                                    Status="RUNNING", RunStartDate=utcnow())
         elif isinstance(event, events.TaskStage):
             run.stage = f"task {event.index}: {event.stage}"
             await self.runlog.write(run.history_id, 4, level, f"task {event.index}: {event.stage}")
@@ -354,12 +357,11 @@ class Executor:
             progress = run.tasks.setdefault(event.task_id, TaskProgress(event.task_id, ""))
             progress.rows_done, progress.estimated = event.rows_done, event.estimated_rows
             progress.affected = event.inserted + event.updated + event.deleted
-            await self._task_update(run, event.task_id, RecordsAffected=progress.affected,
-                                    RecordsInserted=event.inserted, RecordsUpdated=event.updated,
-                                    RecordsDeleted=event.deleted)
-            await self.runlog.write(run.history_id, 3, level, f"task {event.index}: committed {event.rows} rows "
-                                    f"({event.rows_done} read; {event.inserted} inserted, {event.updated} "
-                                    f"updated, {event.deleted} deleted)")
+            await self._task_update(run, event.task_id, (3, level, f"task {event.index}: committed {event.rows} rows "
+                                                            f"({event.rows_done} read; {event.inserted} inserted, "
+                                                            f"{event.updated} updated, {event.deleted} deleted)"),
+                                    RecordsAffected=progress.affected, RecordsInserted=event.inserted,
+                                    RecordsUpdated=event.updated, RecordsDeleted=event.deleted)
         elif isinstance(event, events.TaskFinished):
             progress = run.tasks.setdefault(event.task_id, TaskProgress(event.task_id, event.query))
             progress.status, progress.affected, progress.error = event.status, event.affected, event.error
@@ -386,11 +388,14 @@ class Executor:
                 "RecordsFailed": sum(t.failed for t in event.tasks)}, sync)
             await self.runlog.write(run.history_id, 2, level, f"run {event.status} in {event.runtime_ms} ms")
 
-    async def _task_update(self, run: ActiveRun, task_id: int | None, **values) -> None:
+    async def _task_update(self, run: ActiveRun, task_id: int | None, log: tuple | None = None, **values) -> None:
+        """Update the task's TaskHistory row, and write its log line (level, verbosity, text) in the same commit."""
         task_history = self.store.table("TaskHistory")
         async with self.store.write() as conn:
             await conn.execute(sa.update(task_history).where(task_history.c.HistoryId == run.history_id,
                                                              task_history.c.TaskId == task_id).values(**values))
+            if log is not None:
+                await self.runlog.write(run.history_id, *log, conn=conn)
 
     async def _end(self, run: ActiveRun, status: str, details: str | None, counts: dict | None = None,
                    sync_type: str | None = None) -> None:
