@@ -58,7 +58,8 @@ class Resource:
     parents: list[tuple[EntitySet, list]]
     key: Any = None
     prop: str | None = None
-    fixed: dict | None = None  # values a POST through a navigation must carry (the join)
+    values: dict | None = None  # what a POST to this collection must carry (CData's Tasks('JobName'))
+    join: list[tuple[str, str]] | None = None  # (parent, child) properties a POST through a navigation copies
     nav_single: bool = False
 
 
@@ -154,7 +155,7 @@ class ODataHandler:
             resource = Resource(kind, es, where, [], key=value)
             if kind == "alternate":
                 alternate = self.service.hooks(es.name).alternate_collection_key
-                resource = Resource("collection", es, where, [], fixed={"__values__": {alternate: value}})
+                resource = Resource("collection", es, where, [], values={alternate: value})
         for index, seg in enumerate(segments[1:], start=1):
             last = index == len(segments) - 1
             name = seg.name
@@ -181,10 +182,9 @@ class ODataHandler:
                 table = self.store.table(target.name)
                 join = [table.c[remote].in_(sa.select(parent_table.c[local]).where(*parent_where))
                         for local, remote in nav.join]
-                fixed = {"__join__": [(local, remote) for local, remote in nav.join]}
                 parents = [*resource.parents, (parent_es, parent_where)]
                 resource = Resource("collection" if nav.collection else "entity", target, join, parents,
-                                    fixed=fixed, nav_single=not nav.collection)
+                                    join=list(nav.join), nav_single=not nav.collection)
                 if seg.key is not None:
                     if not nav.collection:
                         raise BadRequest(f"'{nav.name}' is single-valued and takes no key")
@@ -213,7 +213,7 @@ class ODataHandler:
         if method == "POST":
             if res.kind != "collection":
                 raise MethodNotAllowed("POST is allowed on collections only", headers={"Allow": "GET, PATCH, PUT, DELETE"})
-            if res.fixed is None and res.where:
+            if res.values is None and res.join is None and res.where:
                 raise MethodNotAllowed("POST to this collection is not supported", headers={"Allow": "GET"})
             return await self._create(request, url, ctx, res)
         if method in ("PATCH", "PUT", "MERGE"):
@@ -334,14 +334,14 @@ class ODataHandler:
             tx = self._write_context(conn, ctx)
             tx.extras = arrays
             values = bodies.entity_values(self.model, es, data, creating=True, lenient_strings=hooks.lenient_strings)
-            for name, value in (res.fixed or {}).get("__values__", {}).items():
+            for name, value in (res.values or {}).items():
                 if values.get(name) not in (None, value):
                     raise BadRequest(f"'{name}' conflicts with the collection addressed by the path")
                 values[name] = value
-            if res.fixed and "__join__" in res.fixed:
+            if res.join:
                 parent_es, parent_where = res.parents[-1]
                 parent_table = self.store.table(parent_es.name)
-                for local, remote in res.fixed["__join__"]:
+                for local, remote in res.join:
                     parent_value = (await conn.execute(sa.select(parent_table.c[local]).where(*parent_where))).scalar()
                     if values.get(remote) not in (None, parent_value):
                         raise BadRequest(f"'{remote}' conflicts with the entity addressed by the path")
