@@ -603,7 +603,7 @@ class Bench:
         self.source(case.source)
         for rnd in range(1, self.args.rounds + 1):
             for peer in case.peers:
-                if peer in result.peer_errors:
+                if peer in result.peer_errors or peer.kind.split("_")[0] not in self.args.peers:
                     continue
                 try:
                     run = (self.run_dlt_incremental(peer, result) if key == "incr"
@@ -777,6 +777,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {','.join(CASES)} (default all)")
     p.add_argument("--rss-5m", action="store_true", help="also load 5,000,000 rows with odata-sync and compare its "
                    "peak RSS with the --rows load (long)")
+    p.add_argument("--peers", default="raw,dlt", help="which peers run: raw, dlt or both (default raw,dlt); "
+                   "odata-sync always runs")
     p.add_argument("--keep", action="store_true", help="leave the databases and the temp dir, and print their names")
     p.add_argument("--dlt-venv", type=Path, default=DEFAULT_DLT_VENV,
                    help=f"virtualenv of the dlt peer, made by setup_dlt.sh if missing (default {DEFAULT_DLT_VENV})")
@@ -790,6 +792,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--start-timeout", type=float, default=60, help="seconds to wait for odata-sync serve to be ready")
     a = p.parse_args(argv)
     a.cases = [c.strip() for c in a.cases.split(",") if c.strip()]
+    a.peers = {p.strip() for p in a.peers.split(",") if p.strip()}
     unknown = [c for c in a.cases if c not in CASES]
     if unknown or not a.cases:
         p.error(f"--cases takes names from {','.join(CASES)}; unknown: {','.join(unknown)}")
@@ -836,7 +839,8 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchError(f"PostgreSQL at {args.pg} is not reachable: {e}") from e
         log(f"machine: nproc={os.cpu_count()}, usable CPUs={len(os.sched_getaffinity(0))}; temp dir {tmp}; "
             f"databases {pg.prefix}_*")
-        bench.setup_dlt()
+        if "dlt" in args.peers:
+            bench.setup_dlt()
         bench.check_odata()
         results: dict[str, CaseResult] = {}
         for key in args.cases:

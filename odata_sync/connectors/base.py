@@ -103,6 +103,8 @@ class Connector(ABC):
     #: The write hooks take ``ready``: the positions whose values are already canonical for their column (see
     #: ``write_batch``'s ``canonical``), so their conversion can be skipped.
     skips_ready_columns: ClassVar[bool] = False
+    #: ``add_primary_key`` works: a full load creates the table without its key and adds it once the rows are in.
+    defers_primary_key: ClassVar[bool] = False
 
     def __init__(self, settings: dict[str, Any], *, timeout: float | None = 30, secrets: Sequence[str] = ()) -> None:
         self.settings = settings
@@ -262,6 +264,15 @@ class Connector(ABC):
         self._columns_cache.pop((schema, name), None)
         async with self._guard(f"adding column {column.name} to {name}"), self._atomic():
             return await self._add_column(name, column, schema)
+
+    async def add_primary_key(self, table: str, key: Sequence[str], schema: str | None = None) -> None:
+        """Give a table its primary key (its index built from the rows already there); see ``defers_primary_key``."""
+        self._writable()
+        schema, name = self._resolve(table, schema)
+        await self._open_for_write()
+        self._columns_cache.pop((schema, name), None)
+        async with self._guard(f"adding the primary key of {name}"), self._atomic():
+            await self._add_primary_key(name, list(key), schema)
 
     async def write_batch(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                           schema: str | None = None, *, canonical: Sequence[CanonicalType | None] | None = None) -> int:
@@ -537,6 +548,9 @@ class Connector(ABC):
 
     async def _add_column(self, table: str, column: ColumnInfo, schema: str | None) -> list[TypeWarning]:
         raise BadRequest(f"{self.provider} connections cannot add columns")
+
+    async def _add_primary_key(self, table: str, key: list[str], schema: str | None) -> None:
+        raise BadRequest(f"{self.provider} connections cannot add a primary key to a table")
 
     async def _write_batch(self, table: str, schema: str | None, columns: list[ColumnInfo],
                            rows: Sequence[Sequence[Any]]) -> None:

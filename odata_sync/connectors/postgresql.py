@@ -94,6 +94,7 @@ class PostgreSQLConnector(Connector):
     provider = "PostgreSQL"
     driver_errors = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
     skips_ready_columns = True
+    defers_primary_key = True
 
     def __init__(self, settings: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
@@ -114,7 +115,7 @@ class PostgreSQLConnector(Connector):
             state = getattr(exc, "sqlstate", "") or ""
             if state.startswith("42") and state != "42501":  # syntax error, undefined table/column...
                 return BadRequest(message)
-            if state.startswith("22"):  # data exception: a value the column cannot hold
+            if state.startswith(("22", "23")):  # a value the column cannot hold; a duplicate key, a NULL in a key
                 return BadRequest(message)
             return ConnectionFailed(message)
         if isinstance(exc, ssl.SSLError | OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
@@ -130,13 +131,17 @@ class PostgreSQLConnector(Connector):
     # --- lifecycle --------------------------------------------------------------------------------------------------
 
     async def _open(self, *, create_missing: bool = False) -> None:
+        self._conn = await self.connect_another()
+        self.default_schema = await self._conn.fetchval("SELECT current_schema()") or "public"
+
+    async def connect_another(self) -> asyncpg.Connection:
+        """A new connection with this connector's settings (the caller closes it): parallel copies use several."""
         s = self.settings
         sslmode = s.get("SSLMode")
-        self._conn = await asyncpg.connect(
+        return await asyncpg.connect(
             host=s["Server"], port=s["Port"], user=s["User"], password=s.get("Password") or None,
             database=s["Database"], timeout=self.timeout or 60, ssl=sslmode if sslmode else None,
             server_settings={"application_name": "odata-sync"})
-        self.default_schema = await self._conn.fetchval("SELECT current_schema()") or "public"
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None
@@ -251,6 +256,10 @@ class PostgreSQLConnector(Connector):
         await self.conn.execute(f"ALTER TABLE {self._target(table, schema)} ADD COLUMN {_q(column.name)} {native.ddl}")
         return [TypeWarning(self.provider, column.name, str(column.canonical), native.ddl, native.lossy)] \
             if native.lossy else []
+
+    async def _add_primary_key(self, table: str, key: list[str], schema: str | None) -> None:
+        await self.conn.execute(f"ALTER TABLE {self._target(table, schema)} "
+                                f"ADD PRIMARY KEY ({', '.join(_q(k) for k in key)})")
 
     async def _copy(self, table: str, schema: str | None, columns: list[ColumnInfo],
                     rows: Sequence[Sequence[Any]], ready: frozenset[int] = frozenset()) -> None:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing, suppress
 from typing import Any
 
-from odata_sync.connectors import CanonicalType, ColumnInfo, Connector
+from odata_sync.connectors import CanonicalType, ColumnInfo, Connector, keydiff, passthrough
 from odata_sync.connectors.sql import quote_ident
 from odata_sync.errors import ODataSyncError
 
@@ -81,6 +81,10 @@ async def run_job(job: JobSettings, tasks: Sequence[TaskSettings], source: Conne
     yield RunFinished(run_id, status, tuple(finished), _ms(started))
 
 
+#: What ``_load_piped`` yields when the rows must go through Python after all.
+_NO_PIPE = object()
+
+
 class _Cancelled(Exception):
     """The run was asked to stop; raised between committed batches."""
 
@@ -132,6 +136,8 @@ class _TaskRun:
         self.source_ref, self.source_schema, self.origin = "", None, ""
         self.states = StateTable(destination, None)
         self.exists = False
+        self.keyless = False  # the destination table exists without a primary key
+        self.deferred_key: list[str] = []  # a load creates the key's index once the rows are in (see _prepare)
         self.check_type: CanonicalType | None = None
 
     # --- plumbing ---------------------------------------------------------------------------------------------------
@@ -239,6 +245,7 @@ class _TaskRun:
         else:
             check = self.options.check_columns[0] if self.options.check_columns else None
         key = key_of(statement.primary_key, source_columns, destination_columns)
+        self.keyless = destination_columns is not None and not any(c.primary_key for c in destination_columns)
         chosen = plan(self.options, key=key, check_column=check, state=state, origin=self.origin,
                       exists=self.exists, force_full=self.force_full)
         self.check_type = next((c.canonical for c in known or () if c.name == check), None)
@@ -260,7 +267,8 @@ class _TaskRun:
         name, schema = self.target.name, self.target.schema
         wanted, positions = tables.desired_columns(columns, statement.columns, chosen.key, self.destination.provider)
         if create:
-            for warning in await tables.create(self.destination, name, schema, wanted, chosen.key):
+            key = [] if self.deferred_key else chosen.key
+            for warning in await tables.create(self.destination, name, schema, wanted, key):
                 self.warn(str(warning))
             present: list[ColumnInfo | None] = list(wanted)
         else:
@@ -302,15 +310,53 @@ class _TaskRun:
     # --- modes ------------------------------------------------------------------------------------------------------
 
     async def _load(self, chosen: Plan, state: TableState | None) -> AsyncIterator[Progress]:
-        """Append everything into an empty table; the state says LOADING until the end, so a killed load is redone."""
+        """Append everything into an empty table; the state says LOADING until the end, so a killed load is redone.
+
+        A destination that can add a primary key later (PostgreSQL) gets a table without one, and the key's index is
+        built from the loaded rows in the final commit: much cheaper than maintaining it row by row."""
         name, schema, destination = self.target.name, self.target.schema, self.destination
         await self.states.save(self._state(LOADING, chosen.check_column, None))
         if chosen.drop:
             await destination.drop_table(name, schema)
+        create = chosen.drop or not self.exists
+        redoing = state is not None and state.phase == LOADING and self.keyless
+        if chosen.key and destination.defers_primary_key and (create or redoing):
+            self.deferred_key = list(chosen.key)
+        loaded = self._load_piped(chosen, create) if self.task.statement.source_table is not None and \
+            passthrough.can_pipe(self.source, destination) else None
+        check, mark = chosen.check_column, None
+        if loaded is not None:
+            async with aclosing(loaded) as events:
+                async for event in events:
+                    if isinstance(event, Progress):
+                        yield event
+                    else:
+                        check, mark = event
+        if loaded is None or check is _NO_PIPE:
+            rows = self._load_rows(chosen, create=create and self.layout is None)
+            async with aclosing(rows) as events:
+                async for event in events:
+                    if isinstance(event, Progress):
+                        yield event
+                    else:
+                        check, mark = event
+        if self.deferred_key:
+            yield self._stage("building the primary key")
+        async with destination.transaction():
+            if self.deferred_key:
+                await destination.add_primary_key(name, self.layout.key if self.layout else self.deferred_key,
+                                                  schema)
+            await self.states.save(self._state(DONE, check, mark))
+
+    async def _load_rows(self, chosen: Plan, *, create: bool) -> AsyncIterator[Any]:
+        """The load through Python: batches of tuples from the source's reader to the destination's bulk path.
+        Yields progress, then (check column, highest check value)."""
+        name, schema, destination = self.target.name, self.target.schema, self.destination
         columns, batches = await self._read()
         truncate, mark = chosen.truncate, None
         async with batches:
-            layout = await self._prepare(columns, chosen, create=chosen.drop or not self.exists)
+            layout = await self._prepare(columns, chosen, create=create) if create or self.layout is None \
+                else self.layout
             check, position = self._check_of(columns, chosen)
             async for batch in batches:
                 rows = layout.shape(batch)
@@ -325,10 +371,44 @@ class _TaskRun:
                 self.inserted += len(rows)
                 yield self._committed(len(batch))
                 self._check_cancel()
-        async with destination.transaction():
-            if truncate:
+        if truncate:
+            await destination.truncate(name, schema)
+        yield check, mark
+
+    async def _load_piped(self, chosen: Plan, create: bool) -> AsyncIterator[Any]:
+        """The load through a same-engine pipe (``connectors.passthrough``) when both sides have the same column
+        types: the rows never become Python values. Yields progress, then (check column, highest check value), or
+        only (_NO_PIPE, None) when there is no pipe for these columns (the table is prepared either way)."""
+        name, schema, destination = self.target.name, self.target.schema, self.destination
+        columns = await self.source.list_columns(self.source_ref, self.source_schema)
+        layout = await self._prepare(columns, chosen, create=create)
+        check, position = self._check_of(columns, chosen)
+        if layout.truncations:
+            yield _NO_PIPE, None
+            return
+        by_name = {c.name: c for c in columns}
+        ours = {c.name: c for c in await destination.list_columns(name, schema)}
+        source_table = self.task.statement.source_table
+        assert source_table is not None
+        transfer = passthrough.Transfer(
+            source_table.name, self.source_schema, [by_name[n] for n in layout.source_names], name, schema,
+            [ours[n] for n in layout.names], max(self.options.batch_size, passthrough.MIN_CHUNK_ROWS))
+        pipe = await passthrough.open_pipe(self.source, destination, transfer)
+        if pipe is None:
+            yield _NO_PIPE, None
+            return
+        async with pipe:
+            yield self._stage(f"copying without conversion: {pipe.description}")
+            # the highest check value before any row is copied: a row changed during the load is read again next time
+            mark = await pipe.highest(columns[position].name) if position is not None else None
+            if chosen.truncate:
                 await destination.truncate(name, schema)
-            await self.states.save(self._state(DONE, check, mark))
+            async for rows in pipe.chunks():
+                self.rows_read += rows
+                self.inserted += rows
+                yield self._committed(rows)
+                self._check_cancel()
+        yield check, mark
 
     async def _reconcile(self, chosen: Plan, state: TableState | None) -> AsyncIterator[Progress]:
         """Re-read everything, upsert by key, then delete the keys the source did not return."""
@@ -412,16 +492,41 @@ class _TaskRun:
     async def _remove_deleted(self, layout: tables.Layout, final_state: TableState) -> AsyncIterator[Progress]:
         """Delete the rows whose key the source no longer has (unless SkipDeleted) and save the final state, in one
         destination transaction."""
-        keyset = self._keyset(layout)
-        if keyset is not None:
+        keyset, doomed = None, None
+        if not self.options.skip_deleted:
             yield self._stage("comparing keys with the source")
-            await self._collect_keys(keyset, layout)
+            doomed = await self._summarised_missing_keys(layout)
+            if doomed is None:
+                keyset = self._keyset(layout)
+                assert keyset is not None
+                await self._collect_keys(keyset, layout)
+            self._check_cancel()
         async with self.destination.transaction():
             if keyset is not None:
                 self.deleted += await keyset.delete_missing(self.options.batch_size)
+            for start in range(0, len(doomed or ()), self.options.batch_size):
+                self.deleted += await self.destination.delete_keys(
+                    self.target.name, layout.key, doomed[start:start + self.options.batch_size], self.target.schema)
             await self.states.save(final_state)
         if keyset is not None:
             await keyset.drop()
+
+    async def _summarised_missing_keys(self, layout: tables.Layout) -> list[tuple] | None:
+        """The destination keys the source lacks, found from summaries of key ranges (``connectors.keydiff``) when
+        the pair supports it; None when every key must be compared."""
+        table = self.task.statement.source_table
+        if table is None or len(layout.key_positions) != 1:
+            return None
+        position = layout.key_positions[0]
+        source_key = next((c for c in await self.source.list_columns(self.source_ref, self.source_schema)
+                           if c.name == layout.source_names[position]), None)
+        ours = next((c for c in await self.destination.list_columns(self.target.name, self.target.schema)
+                     if c.name == layout.names[position]), None)
+        if source_key is None or ours is None:
+            return None
+        found = await keydiff.missing_keys(self.source, self.destination, keydiff.KeyComparison(
+            table.name, self.source_schema, source_key, self.target.name, self.target.schema, ours))
+        return None if found is None else [(key,) for key in found]
 
     async def _collect_keys(self, keyset: KeySet, layout: tables.Layout) -> None:
         """Every key the source has now, into the key set (scratch data: committed batch by batch)."""

@@ -9,7 +9,7 @@ import sqlite3
 import asyncpg
 import pytest
 
-from odata_sync.connectors import open_connector
+from odata_sync.connectors import open_connector, passthrough
 from odata_sync.replication import (
     CANCELLED,
     FAILED,
@@ -178,8 +178,9 @@ async def test_windowed_initial_load_commits_one_window_at_a_time_and_resumes(sq
     assert _mode(forced) == "reconcile" and forced.task.affected == 0 and forced.task.rows_read == N - 399
 
 
-async def test_cancel_stops_after_a_committed_batch_and_the_next_run_converges(sqlite_pair):
+async def test_cancel_stops_after_a_committed_batch_and_the_next_run_converges(sqlite_pair, monkeypatch):
     _src_path, dst_path, src, dst = sqlite_pair
+    monkeypatch.setattr(passthrough, "MIN_CHUNK_ROWS", 1)  # the SQLite pass-through's chunks are BatchSize rows too
     cancel = asyncio.Event()
     settings = JobSettings.from_row({"JobName": "c", "Source": "src", "BatchSize": 300})
     tasks = [TaskSettings("REPLICATE [orders]", 1, 1), TaskSettings("REPLICATE [orders] WITH DropTable", 2, 2)]

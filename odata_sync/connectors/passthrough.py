@@ -1,0 +1,89 @@
+"""Pass-through full loads between two databases of the same engine: rows go from the source to the destination in
+the engine's own format and never become Python values, which is what makes a same-engine copy as fast as the
+engine's own bulk tools.
+
+The engine asks ``open_pipe`` for a pipe when it loads a whole table into a table it just emptied or created; a pipe
+exists only when every written column has exactly the same type on both sides (so nothing needs converting). Each
+chunk of rows is committed on its own as it arrives, like a batch of the normal path; ``chunks()`` yields the rows
+of each committed chunk, so the caller reports progress and stops between chunks to cancel.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from .base import ColumnInfo, Connector
+
+#: A chunk is at least this many rows (more when the batch size asks for more): a chunk's fixed cost (two COPY
+#: statements and a commit) stays small next to its rows.
+MIN_CHUNK_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What to copy: ``source_columns`` of the source table into ``columns`` of the destination table, position by
+    position (names may differ)."""
+
+    source_table: str
+    source_schema: str | None
+    source_columns: list[ColumnInfo]
+    table: str
+    schema: str | None
+    columns: list[ColumnInfo]
+    chunk_rows: int
+
+
+class Pipe(ABC):
+    """An open pass-through copy: ``async with`` it, iterate ``chunks()``, read ``highest`` of the check column."""
+
+    #: How the rows travel, for the run's log.
+    description = ""
+
+    @abstractmethod
+    def chunks(self) -> AsyncIterator[int]:
+        """The row count of each chunk, yielded once the chunk is committed in the destination."""
+
+    @abstractmethod
+    async def highest(self, column: str) -> Any:
+        """The highest value of a source column in the rows copied (the same snapshot), None when there is none."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop: a chunk in flight is rolled back; committed chunks stay."""
+
+    async def __aenter__(self) -> Pipe:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def can_pipe(source: Connector, destination: Connector) -> bool:
+    """Whether a pipe may exist between these two connectors (the columns decide in ``open_pipe``)."""
+    return (source.provider, destination.provider) in _PAIRS
+
+
+async def open_pipe(source: Connector, destination: Connector, transfer: Transfer) -> Pipe | None:
+    """A pipe for ``transfer``, or None when the rows must go the normal way (the types differ, an unknown pair)."""
+    opener = _PAIRS.get((source.provider, destination.provider))
+    if opener is None or len(transfer.source_columns) != len(transfer.columns):
+        return None
+    return await opener(source, destination, transfer)
+
+
+async def _postgresql(source: Connector, destination: Connector, transfer: Transfer) -> Pipe | None:
+    from .postgresql_pipe import open_copy_pipe
+
+    return await open_copy_pipe(source, destination, transfer)  # type: ignore[arg-type]
+
+
+async def _sqlite(source: Connector, destination: Connector, transfer: Transfer) -> Pipe | None:
+    from .sqlite_pipe import open_attach_pipe
+
+    return await open_attach_pipe(source, destination, transfer)  # type: ignore[arg-type]
+
+
+_PAIRS = {("PostgreSQL", "PostgreSQL"): _postgresql, ("SQLite", "SQLite"): _sqlite}

@@ -1,0 +1,186 @@
+"""PostgreSQL → PostgreSQL pass-through: binary COPY out of the source, straight into binary COPY into the destination.
+
+A plain table is cut into ranges of pages (``ctid`` ranges, read by TID range scans), copied by ``WORKERS`` pairs of
+connections at once; every source connection shares one exported snapshot, so the chunks together are one consistent
+picture of the table. Each range is one destination transaction. Views and partitioned tables go as one stream.
+Binary COPY needs the same type on both sides: the pipe exists only when every column's type is identical and one of
+the built-in types whose binary form does not depend on the database (no OIDs inside).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from typing import Any
+
+import asyncpg
+
+from .passthrough import Pipe, Transfer
+from .postgresql import PostgreSQLConnector, _count, _q
+
+#: Pairs of connections copying at once: the destination's index maintenance and WAL are the bottleneck, and two
+#: backends writing use both cores of a small server.
+WORKERS = 2
+_BINARY_PORTABLE = frozenset({
+    "smallint", "integer", "bigint", "real", "double precision", "numeric", "boolean", "text", "character varying",
+    "character", "bytea", "date", "time without time zone", "time with time zone", "timestamp without time zone",
+    "timestamp with time zone", "interval", "uuid", "json", "jsonb", "inet", "cidr", "macaddr"})
+_SNAPSHOT = re.compile(r"^[0-9A-Fa-f-]+$")
+_END = object()
+
+
+def _portable(native: str) -> bool:
+    bare = re.sub(r"\(.*?\)", "", native.lower()).strip()
+    return bare in _BINARY_PORTABLE
+
+
+async def open_copy_pipe(source: PostgreSQLConnector, destination: PostgreSQLConnector,
+                         transfer: Transfer) -> Pipe | None:
+    """The pipe for ``transfer``, or None when a column's type differs between the two sides."""
+    for theirs, ours in zip(transfer.source_columns, transfer.columns, strict=True):
+        if theirs.native_type.lower() != ours.native_type.lower() or not _portable(ours.native_type):
+            return None
+    pipe = _CopyPipe(source, destination, transfer)
+    try:
+        await pipe.start()
+    except BaseException:
+        await pipe.close()
+        raise
+    return pipe
+
+
+class _CopyPipe(Pipe):
+    def __init__(self, source: PostgreSQLConnector, destination: PostgreSQLConnector, transfer: Transfer) -> None:
+        self.source, self.destination, self.transfer = source, destination, transfer
+        self._readers: list[asyncpg.Connection] = []
+        self._writers: list[asyncpg.Connection] = []
+        self._ranges: list[tuple[int | None, int | None]] = []
+        self._from = source._target(transfer.source_table, transfer.source_schema)
+        self._select = ", ".join(_q(c.name) for c in transfer.source_columns)
+        self._busy: set[asyncpg.Connection] = set()  # connections with a statement in flight: terminated on close
+
+    async def start(self) -> None:
+        """Open the snapshot and the connections, and cut the table into page ranges."""
+        async with self.source._guard(f"starting to copy {self.transfer.source_table}"):
+            first = await self._reader()
+            snapshot = await first.fetchval("SELECT pg_export_snapshot()")
+            found = await first.fetchrow(
+                "SELECT c.relkind::text AS kind, c.reltuples::float8 AS tuples, "
+                "pg_relation_size(c.oid) / current_setting('block_size')::int AS pages "
+                "FROM pg_class c WHERE c.oid = to_regclass($1)", self._from)
+            self._ranges = _ranges(found, self.transfer.chunk_rows)
+            for _ in range(min(WORKERS, len(self._ranges)) - 1):
+                if not _SNAPSHOT.match(snapshot or ""):
+                    break
+                other = await self._reader()
+                await other.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        async with self.destination._guard(f"starting to copy into {self.transfer.table}"):
+            for _ in self._readers:
+                self._writers.append(await self.destination.connect_another())
+        self.description = (f"binary COPY from the source into the destination, {len(self._ranges)} chunk(s) on "
+                            f"{len(self._writers)} connection pair(s), no conversion")
+
+    async def _reader(self) -> asyncpg.Connection:
+        conn = await self.source.connect_another()
+        self._readers.append(conn)
+        await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return conn
+
+    async def highest(self, column: str) -> Any:
+        async with self.source._guard(f"reading the highest {column}"):
+            return await self._readers[0].fetchval(f"SELECT max({_q(column)}) FROM {self._from}")
+
+    async def chunks(self) -> AsyncIterator[int]:
+        done: asyncio.Queue[Any] = asyncio.Queue()
+        workers = [asyncio.create_task(self._work(reader, writer, done))
+                   for reader, writer in zip(self._readers, self._writers, strict=True)]
+        try:
+            running = len(workers)
+            while running:
+                item = await done.get()
+                if item is _END:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            for worker in workers:
+                worker.cancel()
+            for worker in workers:
+                with suppress(BaseException):
+                    await worker
+
+    async def _work(self, reader: asyncpg.Connection, writer: asyncpg.Connection, done: asyncio.Queue) -> None:
+        try:
+            while self._ranges:
+                low, high = self._ranges.pop(0)
+                async with self.destination._guard(f"copying into {self.transfer.table}"):
+                    await done.put(await self._copy(reader, writer, low, high))
+            await done.put(_END)
+        except Exception as exc:
+            await done.put(exc)
+
+    async def _copy(self, reader: asyncpg.Connection, writer: asyncpg.Connection, low: int | None,
+                    high: int | None) -> int:
+        """One page range, source COPY piped into destination COPY, in one destination transaction."""
+        bounds = ([f"ctid >= '({low},0)'::tid"] if low is not None else []) + \
+                 ([f"ctid < '({high},0)'::tid"] if high is not None else [])
+        query = f"SELECT {self._select} FROM {self._from}" + (f" WHERE {' AND '.join(bounds)}" if bounds else "")
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
+
+        async def produce() -> None:
+            try:
+                await reader.copy_from_query(query, output=queue.put, format="binary")
+            except BaseException as exc:
+                await queue.put(exc)
+                raise
+            await queue.put(_END)
+
+        async def feed() -> AsyncIterator[bytes]:
+            while (data := await queue.get()) is not _END:
+                if isinstance(data, BaseException):
+                    raise data  # the destination COPY fails, so the chunk's transaction rolls back
+                yield data
+
+        t = self.transfer
+        self._busy.update((reader, writer))
+        producer = asyncio.create_task(produce())
+        try:
+            async with writer.transaction():
+                status = await writer.copy_to_table(t.table, source=feed(), columns=[c.name for c in t.columns],
+                                                    schema_name=t.schema, format="binary")
+            await producer
+        finally:
+            if not producer.done():
+                producer.cancel()
+                with suppress(BaseException):
+                    await producer
+        self._busy.difference_update((reader, writer))
+        return _count(status)
+
+    async def close(self) -> None:
+        connections, self._readers, self._writers = self._readers + self._writers, [], []
+        for conn in connections:
+            if conn in self._busy or conn.is_closed():
+                conn.terminate()  # a COPY was cut short: the server rolls its transaction back
+                continue
+            try:
+                await conn.close(timeout=5)
+            except Exception:
+                conn.terminate()
+        self._busy.clear()
+
+
+def _ranges(found: Any, chunk_rows: int) -> list[tuple[int | None, int | None]]:
+    """Page ranges of about ``chunk_rows`` rows each; the last one open-ended (a table may grow while it is read)."""
+    if found is None or found["kind"] != "r" or not found["pages"]:
+        return [(None, None)]
+    pages, tuples = int(found["pages"]), float(found["tuples"])
+    per_page = tuples / pages if tuples > 0 else 50.0
+    step = max(1, math.ceil(chunk_rows / max(per_page, 1.0)))
+    starts = list(range(0, pages, step))
+    return [(start or None, starts[i + 1] if i + 1 < len(starts) else None) for i, start in enumerate(starts)]
