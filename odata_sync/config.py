@@ -18,7 +18,7 @@ class Config:
     data_dir: Path = Path("./odata-sync-data")
     database_url: str | None = None
     workers: int = 2
-    runs_per_connection: int = 2  # concurrent runs of this process that may use one connection
+    runs_per_connection: int = 2  # concurrent runs, cluster-wide, that may use one connection
     role: str = "all"
     allow_url_token: bool = False
     admin_password: str | None = None

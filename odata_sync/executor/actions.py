@@ -24,14 +24,12 @@ class JobActions:
         self.executor = executor
 
     async def _target(self, call: ActionCall) -> tuple[str, bool]:
-        """The job the call names, or (CData: "Execute a Job or a Transformation") a transformation by name."""
+        """The job the call names, or (CData: "Execute a Job or a Transformation") a transformation by name or id
+        when no job has that name or id: (name, is a transformation)."""
         name, job_id = call.params.get("JobName"), call.params.get("JobId")
-        if name and not job_id and not await _job_exists(self.store, name):
-            transformations = self.store.table("Transformations")
-            async with self.store.read() as session:
-                if await session.fetch(sa.select(transformations.c.TransformationName)
-                                       .where(transformations.c.TransformationName == name)):
-                    return name, True
+        transformation = await _transformation_named(self.store, name, job_id)
+        if transformation is not None:
+            return transformation, True
         return await runs.job_name_of(self.store, name, job_id), False
 
     # ---- ExecuteJob / ExecuteQuery -------------------------------------------------------------------------
@@ -101,6 +99,7 @@ class JobActions:
 
     # ---- GetJobStatus --------------------------------------------------------------------------------------
     async def get_job_status(self, call: ActionCall) -> dict:
+        """One JobStatus for the job or transformation named; with none named, one per job under ``Jobs``."""
         name, job_id = call.params.get("JobName"), call.params.get("JobId")
         push = call.params.get("PushOnQuery", True) is not False
         if not name and not job_id:
@@ -111,29 +110,30 @@ class JobActions:
             return {**dict.fromkeys(("JobId", "JobName", "RunId", "Status", "Progress", "Stage", "Detail",
                                      "RunStartDate", "EstimatedCompletion", "RecordsAffected", "Queries")),
                     "Jobs": statuses}
-        return await self._status(await runs.job_name_of(self.store, name, job_id), push)
+        job_name, transformation = await self._target(call)
+        return await self._status(job_name, push, transformation)
 
-    async def _status(self, job_name: str, push: bool) -> dict:
-        jobs = self.store.table("Jobs")
+    async def _status(self, job_name: str, push: bool, transformation: bool = False) -> dict:
+        table, name_column = runs.owner(self.store, transformation)
+        id_column = table.c.TransformationId if transformation else table.c.JobId
         async with self.store.read() as session:
-            job = (await session.fetch(sa.select(jobs.c.JobId, jobs.c.Status).where(jobs.c.JobName == job_name)))[0]
+            owner = (await session.fetch(sa.select(id_column, table.c.Status).where(name_column == job_name)))[0]
         run = await runs.latest_run(self.store, job_name)
         active = next((r for r in self.executor.active.values() if run and r.run_id == run["RunId"]), None)
         tasks = await runs.task_rows(self.store, run["Id"]) if run else []
-        status = {"JobId": job[0], "JobName": job_name, "RunId": run["RunId"] if run else None,
-                  "Status": job[1], "Progress": 0, "Stage": None, "Detail": None, "RunStartDate": None,
+        status = {"JobId": owner[0], "JobName": job_name, "RunId": run["RunId"] if run else None,
+                  "Status": owner[1], "Progress": 0, "Stage": None, "Detail": None, "RunStartDate": None,
                   "EstimatedCompletion": None, "RecordsAffected": 0, "Queries": None, "Jobs": None}
         if run is None:
             return status
         finished = run["Status"] in runs.FINISHED
+        progress = _progress(active, tasks, finished, transformation)
         status.update(RunStartDate=run["RunStartDate"], Detail=run["Details"] or run["Status"],
-                      RecordsAffected=sum(t["RecordsAffected"] or 0 for t in tasks),
-                      Progress=100 if finished else active.progress if active else 0,
+                      RecordsAffected=sum(t["RecordsAffected"] or 0 for t in tasks), Progress=progress,
                       Stage=("finished" if finished else active.stage if active else run["Status"].lower()))
-        if active is not None and not finished and active.progress > 0:
+        if active is not None and not finished and progress > 0:
             elapsed = time.monotonic() - active.started
-            status["EstimatedCompletion"] = utcnow() + dt.timedelta(seconds=elapsed * (100 - active.progress)
-                                                                     / active.progress)
+            status["EstimatedCompletion"] = utcnow() + dt.timedelta(seconds=elapsed * (100 - progress) / progress)
         if push:
             status["Queries"] = [_query_status(t, active, finished) for t in tasks]
         return status
@@ -157,10 +157,31 @@ class JobActions:
                 for run in found]
 
 
-async def _job_exists(store: Store, name: str) -> bool:
-    jobs = store.table("Jobs")
+async def _transformation_named(store: Store, name: str | None, given_id: str | None) -> str | None:
+    """The transformation a call names by JobName or JobId, when no job has that name or id (jobs win a tie)."""
+    if not name and not given_id:
+        return None
+    jobs, transformations = store.table("Jobs"), store.table("Transformations")
+    if name:
+        job_match, match = jobs.c.JobName == name, transformations.c.TransformationName == name
+    else:
+        given = str(given_id).lower()
+        job_match, match = jobs.c.JobId == given, transformations.c.TransformationId == given
     async with store.read() as session:
-        return bool(await session.fetch(sa.select(jobs.c.JobName).where(jobs.c.JobName == name)))
+        if await session.fetch(sa.select(jobs.c.JobName).where(job_match)):
+            return None
+        found = await session.fetch(sa.select(transformations.c.TransformationName).where(match))
+    return found[0][0] if found else None
+
+
+def _progress(active: ActiveRun | None, tasks: list[dict], finished: bool, transformation: bool) -> int:
+    """0-100: a job's rows done over its estimate; a transformation's queries done over its queries."""
+    if finished:
+        return 100
+    if transformation:
+        done = sum(1 for t in tasks if t["Status"] in runs.FINISHED)
+        return min(99, 100 * done // len(tasks)) if tasks else 0
+    return active.progress if active else 0
 
 
 def _detail(task: dict) -> str:

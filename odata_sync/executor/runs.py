@@ -3,12 +3,15 @@ by a worker, which holds a lease while it runs them; a server that starts fails 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from odata_sync.errors import BadRequest, Conflict, NotFound
 from odata_sync.service.common import BUSY, touch
@@ -47,15 +50,17 @@ async def job_name_of(store: Store, job_name: str | None, job_id: str | None) ->
 
 async def enqueue(store: Store, job_name: str, *, triggered_by: str, user: str | None, force_full: bool = False,
                   queries: list[str] | None = None, attempt: int = 0,
-                  not_before: dt.datetime | None = None, transformation: bool = False) -> tuple[int, str]:
+                  not_before: dt.datetime | None = None, transformation: bool = False,
+                  conn: AsyncConnection | None = None) -> tuple[int, str]:
     """Queue a run of the job (all its tasks, or those whose Query matches one of ``queries``) or of the
     transformation (its Queries, in order): (History Id, RunId). One already queued or running is a Conflict,
-    and then nothing is written."""
+    and then nothing is written. Inside ``conn``'s transaction when given (the scheduler queues a run and consumes
+    its tick in one commit)."""
     tasks = store.table("Tasks")
     history, task_history = store.table("History"), store.table("TaskHistory")
     table, name_column = owner(store, transformation)
     what = "Transformation" if transformation else "Job"
-    async with store.write() as conn:
+    async with _within(store, conn) as conn:
         id_column = table.c.TransformationId if transformation else table.c.JobId
         extra = [table.c.Queries] if transformation else []
         query = sa.select(table.c.Status, id_column.label("Id"), *extra).where(name_column == job_name)
@@ -95,6 +100,16 @@ async def enqueue(store: Store, job_name: str, *, triggered_by: str, user: str |
     return history_id, run_id
 
 
+@contextlib.asynccontextmanager
+async def _within(store: Store, conn: AsyncConnection | None) -> AsyncIterator[AsyncConnection]:
+    """``conn`` when the caller has a transaction open, else a write transaction of our own."""
+    if conn is not None:
+        yield conn
+        return
+    async with store.write() as own:
+        yield own
+
+
 @dataclass(frozen=True)
 class _Step:
     """A transformation's query, in the shape of a task row."""
@@ -104,25 +119,95 @@ class _Step:
     Table: str | None = None
 
 
-async def claim(store: Store, worker: str) -> dict | None:
-    """Take the oldest QUEUED run for this worker (SKIP LOCKED on PostgreSQL, the write lock on SQLite)."""
-    history = store.table("History")
+CLAIM_LOCK = 0x6F64_7363  # pg_advisory_xact_lock id ("odsc"): one claim at a time across the cluster
+CLAIM_PAGE = 100  # queued runs examined per query while looking for one whose connections are free
+ACTIVE = ("RUNNING", "CANCELLING")
+
+
+async def claim(store: Store, worker: str, per_connection: int | None = None) -> dict | None:
+    """Take the oldest QUEUED run whose connections have fewer than ``per_connection`` runs going anywhere in the
+    cluster (None or 0: no limit). Claims are serialised (a transaction-level advisory lock on PostgreSQL, the write
+    lock on SQLite), so two nodes cannot both see a connection free and both start a run on it."""
+    limited = bool(per_connection and per_connection > 0)
     async with store.write() as conn:
-        now = utcnow()
-        query = sa.select(history.c.Id, history.c.RunId, history.c.JobName, history.c.TriggeredBy, history.c.User,
-                          history.c._Options).where(
-            history.c.Status == "QUEUED", sa.or_(history.c._NotBefore.is_(None), history.c._NotBefore <= now)
-        ).order_by(history.c.Id).limit(1)
         if store.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        row = (await conn.execute(query)).mappings().first()
-        if row is None:
-            return None
-        await conn.execute(sa.update(history).where(history.c.Id == row["Id"]).values(
-            Status="RUNNING", RunStartDate=now, _Owner=worker, _Lease=now + LEASE))
-        table, name_column = owner(store, bool((row["_Options"] or {}).get("transformation")))
-        await touch(conn, table, name_column == row["JobName"], now, Status="RUNNING")
-    return dict(row)
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+        now = utcnow()  # after the lock: a run that ended before this claim ended before this start
+        busy: set[str] | None = None
+        last = 0
+        while True:
+            page = await _queued_page(conn, store, now, after=last)
+            if limited and page and busy is None:
+                busy = await _busy_connections(conn, store, per_connection or 0)
+            uses = await _connections_of(conn, store, page) if busy else {}
+            for row in page:
+                if busy and busy & uses[row["Id"]]:
+                    continue
+                if await _take(conn, store, row, worker, now):
+                    return dict(row)
+            if len(page) < CLAIM_PAGE:
+                return None
+            last = page[-1]["Id"]
+
+
+async def _take(conn, store: Store, row, worker: str, now: dt.datetime) -> bool:
+    """Mark the run RUNNING for ``worker`` (False when it was cancelled meanwhile) and its job or transformation too."""
+    history = store.table("History")
+    taken = await conn.execute(sa.update(history).where(history.c.Id == row["Id"], history.c.Status == "QUEUED")
+                               .values(Status="RUNNING", RunStartDate=now, _Owner=worker, _Lease=now + LEASE))
+    if taken.rowcount != 1:
+        return False
+    table, name_column = owner(store, _is_transformation(row))
+    await touch(conn, table, name_column == row["JobName"], now, Status="RUNNING")
+    return True
+
+
+def _is_transformation(row) -> bool:
+    return bool((row["_Options"] or {}).get("transformation"))
+
+
+async def _queued_page(conn, store: Store, now: dt.datetime, after: int) -> list:
+    """Up to CLAIM_PAGE runs a worker may start now, oldest first after Id ``after`` (locked on PostgreSQL,
+    skipping rows another transaction holds)."""
+    history = store.table("History")
+    query = sa.select(history.c.Id, history.c.RunId, history.c.JobName, history.c.TriggeredBy, history.c.User,
+                      history.c._Options).where(
+        history.c.Status == "QUEUED", history.c.Id > after,
+        sa.or_(history.c._NotBefore.is_(None), history.c._NotBefore <= now)
+    ).order_by(history.c.Id).limit(CLAIM_PAGE)
+    if store.dialect == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list((await conn.execute(query)).mappings().all())
+
+
+async def _connections_of(conn, store: Store, rows) -> dict[int, set[str]]:
+    """History Id -> the connections its run uses: a job's Source and Destination, a transformation's Connection."""
+    jobs, transformations = store.table("Jobs"), store.table("Transformations")
+    job_names = {r["JobName"] for r in rows if not _is_transformation(r)}
+    step_names = {r["JobName"] for r in rows if _is_transformation(r)}
+    found: dict[tuple[bool, str], set[str]] = {}
+    if job_names:
+        for name, source, destination in (await conn.execute(sa.select(
+                jobs.c.JobName, jobs.c.Source, jobs.c.Destination).where(jobs.c.JobName.in_(job_names)))).all():
+            found[False, name] = {source, destination}
+    if step_names:
+        for name, connection in (await conn.execute(sa.select(
+                transformations.c.TransformationName, transformations.c.Connection).where(
+                transformations.c.TransformationName.in_(step_names)))).all():
+            found[True, name] = {connection}
+    return {r["Id"]: found.get((_is_transformation(r), r["JobName"]), set()) for r in rows}
+
+
+async def _busy_connections(conn, store: Store, per_connection: int) -> set[str]:
+    """The connections that already have ``per_connection`` runs going, on any node (counted from the store)."""
+    history = store.table("History")
+    running = (await conn.execute(sa.select(history.c.Id, history.c.JobName, history.c._Options).where(
+        history.c.Status.in_(ACTIVE)))).mappings().all()
+    counts: dict[str, int] = {}
+    for used in (await _connections_of(conn, store, running)).values():
+        for name in used:
+            counts[name] = counts.get(name, 0) + 1
+    return {name for name, count in counts.items() if count >= per_connection}
 
 
 async def renew(store: Store, owner: str, history_ids: list[int]) -> set[str]:

@@ -78,8 +78,7 @@ class Executor:
         self.plain = plain_connection_string  # stored (encrypted) connection string -> plain text
         self.workers = workers
         self.retry_backoff = None if retry_backoff is None else dt.timedelta(seconds=retry_backoff)
-        self.per_connection = per_connection
-        self._connection_slots: dict[str, asyncio.Semaphore] = {}
+        self.per_connection = per_connection  # runs per connection across every node (checked when claiming)
         self.scheduler = Scheduler(store, self, every=schedule_every)
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}"  # lets a restarted server on this machine see its dead runs at once
@@ -130,7 +129,7 @@ class Executor:
     async def _worker(self) -> None:
         while True:
             try:
-                claimed = await runs.claim(self.store, self.owner)
+                claimed = await runs.claim(self.store, self.owner, self.per_connection)
             except Exception:  # a store hiccup must not kill the worker; the next poll retries
                 log.exception("claiming a run failed")
                 claimed = None
@@ -206,8 +205,7 @@ class Executor:
                                 f"run {run.run_id} of job {run.job_name} started: {len(tasks)} task(s)")
         timeout = job.command_timeout or 30
         try:
-            async with self._slots(run, job_row["Source"], job_row["Destination"]), \
-                    open_connector(source[0], source[1], timeout=timeout) as src, \
+            async with open_connector(source[0], source[1], timeout=timeout) as src, \
                     open_connector(destination[0], destination[1], timeout=timeout) as dst:
                 async for event in run_job(job, tasks, src, dst, force_full=bool(options.get("force_full")),
                                            cancel=run.cancel, run_id=run.run_id):
@@ -298,6 +296,7 @@ class Executor:
         context = connector.transaction() if transactional else contextlib.nullcontext()
         async with context:
             for index, query in enumerate(queries, start=1):
+                run.stage = f"query {index} of {len(queries)}"
                 step = run.tasks[index] = TaskProgress(index, query, status="RUNNING")
                 await self._task_update(run, index, Status="RUNNING", RunStartDate=utcnow())
                 began = time.monotonic()
@@ -308,18 +307,6 @@ class Executor:
                                         RecordsAffected=step.affected)
                 await self.runlog.write(run.history_id, 3, verbosity,
                                         f"query {index}: {step.affected} rows affected")
-
-    @contextlib.asynccontextmanager
-    async def _slots(self, run: ActiveRun, *connections: str):
-        """At most ``per_connection`` runs of this process use one connection at a time, so a busy database is not
-        overrun; slots are taken in name order, so two runs can never wait for each other."""
-        async with contextlib.AsyncExitStack() as stack:
-            for name in sorted(set(connections)):
-                slot = self._connection_slots.setdefault(name, asyncio.Semaphore(self.per_connection))
-                if slot.locked():
-                    run.stage = f"waiting for the connection {name}"
-                await stack.enter_async_context(slot)
-            yield
 
     async def _load(self, job_name: str, task_ids: list | None):
         jobs, tasks, connections = (self.store.table(n) for n in ("Jobs", "Tasks", "Connections"))
@@ -406,11 +393,24 @@ class Executor:
             if current in runs.FINISHED:
                 return
             run.status, run.details = status, details
+            if counts is None and not run.transformation:
+                counts = await _committed_counts(conn, task_history, run.history_id)
             await runs.finish_run(conn, self.store, run.history_id, run.job_name, status, details, now, counts,
                                   sync_type, transformation=run.transformation)
             await conn.execute(sa.update(task_history).where(
                 task_history.c.HistoryId == run.history_id, task_history.c.Status.in_(("QUEUED", "RUNNING")))
                 .values(Status="CANCELLED" if status == "CANCELLED" else "FAILED", RunEndDate=now))
+
+
+COUNTS = ("RecordsAffected", "RecordsInserted", "RecordsUpdated", "RecordsDeleted", "RecordsFailed")
+
+
+async def _committed_counts(conn, task_history: sa.Table, history_id: int) -> dict:
+    """A run that ended without the engine's summary (cancelled at once, or crashed) still reports the batches its
+    tasks committed (TaskHistory keeps them per batch). A transformation's queries roll back together: not here."""
+    sums = (await conn.execute(sa.select(*(sa.func.coalesce(sa.func.sum(task_history.c[n]), 0) for n in COUNTS))
+                               .where(task_history.c.HistoryId == history_id))).one()
+    return dict(zip(COUNTS, (int(v) for v in sums), strict=True))
 
 
 def _message(exc: BaseException) -> str:

@@ -102,15 +102,22 @@ async def test_async_run_conflict_and_cancel(api, tmp_path):
     assert rows % 2000 == 0 and rows < 200_000  # whole batches only: the one in flight rolled back
 
 
-async def test_wait_with_timeout_answers_running_and_the_run_goes_on(api, tmp_path):
-    await setup_job(api, tmp_path, rows=400_000, batch_size=5000)  # several seconds of copying: more than Timeout
+async def test_wait_with_timeout_answers_running_and_the_run_goes_on(api, tmp_path, monkeypatch):
+    from odata_sync.replication.progress import BatchCommitted
+    from tests.api.pause import Pause
+
+    # the run is held after its first batch until the answer came: it outlasts Timeout however fast copying is
+    pause = Pause(lambda event: isinstance(event, BatchCommitted)).install(monkeypatch)
+    await setup_job(api, tmp_path, rows=20_000, batch_size=5000)
     body = await api.ok("POST", "ExecuteJob", json={"JobName": "nightly", "Timeout": 1})
-    assert body["value"][0]["Status"] in ("QUEUED", "RUNNING")
+    assert pause.reached.is_set() and body["value"][0]["Status"] == "RUNNING"
+    pause.resume.set()
     for _ in range(600):
         if (await api.ok("GET", "Jobs('nightly')"))["Status"] == "IDLE":
             break
         await asyncio.sleep(0.1)
-    assert count_rows(tmp_path / "destination.db") == 400_000
+    assert count_rows(tmp_path / "destination.db") == 20_000
+    assert (await api.ok("GET", "History"))["value"][0]["Status"] == "SUCCESS"
 
 
 async def test_unknown_jobs_and_refusals(api, tmp_path):
