@@ -33,8 +33,14 @@ Choices where the API leaves room:
   column, so each batch's commit advances the mark; from a source that cannot sort (CSV) the mark moves only with the
   last commit. IncrementalLookback defaults to 5 seconds, applies to date/time check columns only (integer marks are
   read with ``>=`` as they are); rows it re-reads unchanged are neither written nor counted.
-- Deletes: every source key is written to a scratch table on the destination and one anti-join DELETE removes the
-  rest (memory stays bounded); a CSV destination keeps the keys in memory instead. SkipDeleted turns it off.
+- Deletes: PostgreSQL → PostgreSQL with one integer key compares per-range summaries of the keys on both servers and
+  fetches only the keys of ranges that differ (``connectors.keydiff``); otherwise every source key is written to a
+  scratch table on the destination and one anti-join DELETE removes the rest (memory stays bounded); a CSV
+  destination keeps the keys in memory instead. SkipDeleted turns it off.
+- A full load of a table between two databases of the same engine (PostgreSQL, SQLite) is a pass-through
+  (``connectors.passthrough``): rows never become Python values, and each chunk of max(BatchSize, 50,000) rows is
+  committed on its own. A PostgreSQL destination table created by a load gets its primary key after the rows are in,
+  in the final commit (a source with duplicate keys fails there; the next run loads again).
 - A killed full load is redone from the start (its table emptied in the first batch's transaction); a killed
   reconcile is redone; a killed incremental or windowed run resumes from its committed mark.
 - ReplicateStartDate also bounds reconciles (rows below it are never replicated); windows are ``[lo, lo+interval)``
