@@ -2,7 +2,8 @@
 
 Runs a real server (``python -m odata_sync serve``) on a temp data dir, a SQLite → SQLite job over a generated
 ``orders`` table, waits until the load is under way, sends ``CancelJob`` with ``Graceful: false`` and prints the time
-until GetJobStatus shows the run ended CANCELLED, and the destination's row count (whole batches only).
+until GetJobStatus shows the run ended CANCELLED, and the destination's row count: whole commits only (SQLite to
+SQLite goes through the pass-through copy, which commits max(BatchSize, passthrough.MIN_CHUNK_ROWS) rows at a time).
 
     python scripts/bench_cancel.py [--rows 1000000] [--batch 10000]
 """
@@ -11,23 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+from benchlib import Server
+
+from odata_sync.connectors.passthrough import MIN_CHUNK_ROWS
+
 TOKEN = "bench-cancel-token-0123456789ab"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> int:
@@ -44,18 +40,10 @@ def main() -> int:
                        ((i, f"customer {i % 997}", i * 0.25, "x" * 40) for i in range(args.rows)))
         db.commit()
         db.close()
-        port = free_port()
-        env = {**os.environ, "ODATA_SYNC_ADMIN_TOKEN": TOKEN}
-        server = subprocess.Popen([sys.executable, "-m", "odata_sync", "serve", "--data-dir", str(tmp_path / "data"),
-                                   "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True)
-        try:
-            while "listening" not in (server.stdout.readline() or "listening"):
-                pass
-
+        with Server(tmp_path / "data", TOKEN, python=sys.executable) as server:
             def call(path: str, body: dict | None = None) -> dict:
                 request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/api.rsc/{path}", data=None if body is None else json.dumps(body).encode(),
+                    f"{server.root}{path}", data=None if body is None else json.dumps(body).encode(),
                     method="GET" if body is None else "POST",
                     headers={"x-cdata-authtoken": TOKEN, "Content-Type": "application/json"})
                 with urllib.request.urlopen(request, timeout=120) as response:
@@ -78,13 +66,12 @@ def main() -> int:
             elapsed = time.perf_counter() - started
             run = call("History")["value"][0]
             rows = sqlite3.connect(destination).execute("SELECT count(*) FROM orders").fetchone()[0]
-            print(f"rows {args.rows:,}, batch {args.batch:,}: cancelled at {status['Progress']}% -> "
-                  f"run {run['Status']} after {elapsed:.2f} s (target <= 2 s: {'met' if elapsed <= 2 else 'MISSED'}); "
-                  f"destination holds {rows:,} rows ({'whole batches' if rows % args.batch == 0 else 'PARTIAL'})")
+            commit = max(args.batch, MIN_CHUNK_ROWS)
+            print(f"rows {args.rows:,}, batch {args.batch:,} (commits of {commit:,}): cancelled at "
+                  f"{status['Progress']}% -> run {run['Status']} after {elapsed:.2f} s (target <= 2 s: "
+                  f"{'met' if elapsed <= 2 else 'MISSED'}); destination holds {rows:,} rows "
+                  f"({'whole commits' if rows % commit == 0 else 'PARTIAL'})")
             return 0 if run["Status"] == "CANCELLED" else 1
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

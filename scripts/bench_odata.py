@@ -28,7 +28,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -41,10 +40,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from benchlib import REPO, BenchError, Server, free_port, log, stop_on_sigterm
+
 DEFAULT_BENCH_DIR = Path(os.environ.get("ODATA_BENCH_DIR", "/work/shared/bench"))
 TARGET = 1.5
-READY_RE = re.compile(r"odata-sync listening on (http://\S+?/api\.rsc/)")
 
 SHAPES = {
     1: "Jobs?$top=100",
@@ -53,20 +52,6 @@ SHAPES = {
     4: "Jobs?$expand=Tasks&$top=20",
     5: "$metadata",
 }
-
-
-class BenchError(Exception):
-    """A failure that aborts the benchmark (printed without a traceback)."""
-
-
-def log(msg: str = "") -> None:
-    print(msg, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def encode_path(path: str) -> str:
@@ -144,58 +129,6 @@ class CapPeer:
         self.pid = self.pgid = None
 
 
-class OdataSync:
-    """odata-sync as a real subprocess: ``python -m odata_sync serve``; output goes to a log file in the temp dir."""
-
-    def __init__(self, tmp: Path, port: int, token: str, python: str, start_timeout: float) -> None:
-        self.tmp, self.port, self.token, self.python = tmp, port, token, python
-        self.start_timeout = start_timeout
-        self.root = f"http://127.0.0.1:{port}/api.rsc/"
-        self.log_path = tmp / "odata-sync.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        cmd = [self.python, "-m", "odata_sync", "serve", "--data-dir", str(self.tmp / "data"), "--port", str(self.port)]
-        log(f"starting odata-sync: {' '.join(cmd)}  (cwd {REPO})")
-        env = dict(os.environ, ODATA_SYNC_ADMIN_TOKEN=self.token, PYTHONUNBUFFERED="1")
-        t0 = time.monotonic()
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=REPO,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        while time.monotonic() - t0 < self.start_timeout:
-            m = READY_RE.search(self.log_path.read_text(errors="replace"))
-            if m:
-                log(f"  odata-sync ready in {time.monotonic() - t0:.1f} s (pid {self.proc.pid}): {m.group(1)}")
-                return
-            if self.proc.poll() is not None:
-                raise BenchError(
-                    f"odata-sync exited with code {self.proc.returncode} before it was ready:\n{tail(self.log_path)}"
-                )
-            time.sleep(0.1)
-        raise BenchError(f"odata-sync printed no ready line within {self.start_timeout:.0f} s:\n{tail(self.log_path)}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            self.proc = None
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-        self.proc = None
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # loading the fixture into odata-sync
 
@@ -247,7 +180,7 @@ class Loader:
         pool.shutdown()
 
 
-def load_fixture(srv: OdataSync, tmp: Path, jobs: list[dict], workers: int) -> None:
+def load_fixture(srv: Server, tmp: Path, jobs: list[dict], workers: int) -> None:
     loader = Loader(srv.port, srv.token)
     names = sorted({j["Source"] for j in jobs} | {j["Destination"] for j in jobs})
     conns = [{"Name": n, "ProviderName": "SQLite", "ConnectionString": f"Database={tmp / (n + '.db')}"} for n in names]
@@ -338,10 +271,6 @@ def run_wrk(url: str, duration: int, headers: dict[str, str]) -> tuple[float, in
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -409,13 +338,13 @@ def main(argv: list[str] | None = None) -> int:
             log(f"not found: {f} (use --bench-dir)")
             return 2
 
-    # SIGTERM behaves like Ctrl-C: unwind and stop the servers.
-    signal.signal(signal.SIGTERM, _sigterm)
+    stop_on_sigterm()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-odata-"))
     token = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
     cap = CapPeer(setup_sh, args.cap_dir, args.cap_port or free_port())
-    srv = OdataSync(tmp, args.port or free_port(), token, args.python, args.start_timeout)
+    srv = Server(tmp / "data", token, port=args.port, python=args.python, log_path=tmp / "odata-sync.log",
+                 start_timeout=args.start_timeout)
     keep = False
     errors: list[str] = []
     try:
@@ -426,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"fixture: {len(jobs)} jobs made in {time.monotonic() - t0:.1f} s")
 
         cap.start()
-        srv.start()
+        log(f"  odata-sync ready in {srv.start():.1f} s (pid {srv.proc.pid}): {srv.root}")
         load_fixture(srv, tmp, jobs, args.load_workers)
 
         auth = {"x-cdata-authtoken": token}

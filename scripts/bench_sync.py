@@ -59,7 +59,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import string
 import subprocess
@@ -72,10 +71,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from benchlib import REPO, BenchError, Server, log, stop_on_sigterm, tail_text
+
 DEFAULT_BENCH_DIR = Path(os.environ.get("ODATA_BENCH_DIR", "/work/shared/bench"))
 DEFAULT_DLT_VENV = Path.home() / ".cache" / "bench-dlt"
-READY_RE = re.compile(r"odata-sync listening on (http://\S+?/api\.rsc/)")
 # The peers' own timers ("dlt ... full: N rows in S s", "raw ...: N rows in S s") and odata-sync run's summary
 # ("... N rows read in S s ..."): the time inside the process, shown next to the wall-clock time.
 OWN_TIME_RE = re.compile(r"(?::\s*|\s)([\d,]+) rows (?:read )?in ([\d.]+) s")
@@ -119,10 +118,6 @@ CASES: dict[str, Case] = {
 }
 
 
-class BenchError(Exception):
-    """A failure that aborts the benchmark (printed without a traceback)."""
-
-
 class RunFailed(Exception):
     """One measured run failed; the benchmark goes on with the next one."""
 
@@ -131,26 +126,8 @@ class NotAvailable(Exception):
     """``odata-sync run`` does not exist (yet)."""
 
 
-def log(msg: str = "") -> None:
-    print(msg, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(text: str, lines: int = 25) -> str:
-    return "\n".join("    " + line for line in text.strip().splitlines()[-lines:])
-
-
 def mb(kb: int | None) -> str:
     return "—" if kb is None else f"{kb / 1024:,.0f} MB"
-
-
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -314,7 +291,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None 
         with contextlib.suppress(OSError):
             os.unlink(time_file)
     if proc.returncode != 0:
-        raise RunFailed(f"{' '.join(cmd)} exited with {proc.returncode}:\n{tail(out)}")
+        raise RunFailed(f"{' '.join(cmd)} exited with {proc.returncode}:\n{tail_text(out)}")
     run = Run(wall, int(m.group(1)) if m else None, output=out)
     own = OWN_TIME_RE.findall(out)
     if own:
@@ -377,10 +354,10 @@ class Bench:
             res = subprocess.run(["bash", str(self.bench_dir / "setup_dlt.sh"), str(self.args.dlt_venv)],
                                  capture_output=True, text=True)
             if res.returncode != 0:
-                raise BenchError(f"setup_dlt.sh failed:\n{tail(res.stdout + res.stderr)}")
+                raise BenchError(f"setup_dlt.sh failed:\n{tail_text(res.stdout + res.stderr)}")
         version = subprocess.run(check, capture_output=True, text=True)
         if version.returncode != 0:
-            raise BenchError(f"dlt is not importable in {self.dlt_python}:\n{tail(version.stderr)}")
+            raise BenchError(f"dlt is not importable in {self.dlt_python}:\n{tail_text(version.stderr)}")
         log(f"dlt {version.stdout.strip()} in {self.args.dlt_venv}")
 
     def check_odata(self) -> bool:
@@ -401,7 +378,7 @@ class Bench:
         res = subprocess.run([sys.executable, str(self.bench_dir / "make_source.py"), ep.url(), str(rows)],
                              capture_output=True, text=True, env=dict(os.environ, PGOPTIONS="--client-min-messages=warning"))
         if res.returncode != 0:
-            raise BenchError(f"make_source.py {ep.url()} {rows} failed:\n{tail(res.stdout + res.stderr)}")
+            raise BenchError(f"make_source.py {ep.url()} {rows} failed:\n{tail_text(res.stdout + res.stderr)}")
         if kind == "pg":
             self.pg.scalar(ep.name, "VACUUM ANALYZE orders")
         n = ep.count()
@@ -508,41 +485,14 @@ class Bench:
 
     def _make_job(self, data: Path, src: Endpoint, dst: Endpoint) -> None:
         token = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
-        port = free_port()
-        log_path = data / "serve.log"
-        cmd = [self.args.python, "-m", "odata_sync", "serve", "--data-dir", str(data), "--port", str(port)]
-        env = dict(os.environ, ODATA_SYNC_ADMIN_TOKEN=token, PYTHONUNBUFFERED="1")
-        with open(log_path, "wb") as out:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            t0 = time.monotonic()
-            while True:
-                text = log_path.read_text(errors="replace")
-                if READY_RE.search(text):
-                    break
-                if proc.poll() is not None:
-                    raise RunFailed(f"odata-sync serve exited with {proc.returncode} before it was ready:\n{tail(text)}")
-                if time.monotonic() - t0 > self.args.start_timeout:
-                    raise RunFailed(f"odata-sync serve printed no ready line in {self.args.start_timeout:.0f} s:\n"
-                                    f"{tail(text)}")
-                time.sleep(0.1)
-            root = f"http://127.0.0.1:{port}/api.rsc/"
+        with Server(data, token, python=self.args.python, log_path=data / "serve.log",
+                    start_timeout=self.args.start_timeout) as server:
             for name, ep in (("bench_src", src), ("bench_dst", dst)):
-                self._post(root + "Connections", token,
+                self._post(server.root + "Connections", token,
                            {"Name": name, "ProviderName": ep.provider, "ConnectionString": ep.connstr()})
             job = {"JobName": JOB, "Source": "bench_src", "Destination": "bench_dst", "Query#1": "REPLICATE [orders]"}
             job.update(self.args.job_extra)
-            self._post(root + "Jobs", token, job)
-        finally:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            self._post(server.root + "Jobs", token, job)
 
     @staticmethod
     def _post(url: str, token: str, body: dict) -> None:
@@ -828,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"not found: {args.bench_dir / f} (use --bench-dir)")
             return 2
 
-    signal.signal(signal.SIGTERM, _sigterm)  # SIGTERM behaves like Ctrl-C: unwind and clean up
+    stop_on_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     pg = PgServer(args.pg, f"bench_sync_{os.getpid()}")
     bench = Bench(args, tmp, pg)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import ColumnInfo, Connector
+from .sql import quote_ident
 
 #: Keys per range aimed at: small ranges keep the fetched keys few when deletes are spread out.
 RANGE_KEYS = 64
@@ -49,13 +50,12 @@ async def missing_keys(source: Connector, destination: Connector, comparison: Ke
             return None
     sides = [_Side(source, comparison.source_table, comparison.source_schema, comparison.source_key.name),
              _Side(destination, comparison.table, comparison.schema, comparison.key.name)]
-    bounds = await asyncio.gather(*(side.bounds() for side in sides))
-    count = bounds[1][2]
-    if not count:
+    (their_low, their_high), (low, high) = await asyncio.gather(*(side.bounds() for side in sides))
+    if low is None:
         return []
-    low = min(b[0] for b in bounds if b[0] is not None)
-    high = max(b[1] for b in bounds if b[1] is not None)
-    shift = max(0, int(math.log2(max(1, (high - low + 1) * RANGE_KEYS / count))))
+    if their_low is not None:
+        low, high = min(low, their_low), max(high, their_high)
+    shift = max(0, int(math.log2(max(1, (high - low + 1) * RANGE_KEYS / await sides[1].rows()))))
     theirs_summary, ours_summary = await asyncio.gather(*(side.summary(shift) for side in sides))
     differing = [r for r, summary in ours_summary.items() if theirs_summary.get(r) != summary]
     if sum(ours_summary[r][0] for r in differing) > MAX_FETCHED:
@@ -70,7 +70,7 @@ class _Side:
     def __init__(self, connector: Connector, table: str, schema: str | None, column: str) -> None:
         self.connector = connector
         self.target = connector._target(table, schema)  # type: ignore[attr-defined]
-        self.column = '"' + column.replace('"', '""') + '"'
+        self.column = quote_ident(column, '"')
 
     async def _fetch(self, what: str, sql: str, *args: Any) -> list:
         connector = self.connector
@@ -78,15 +78,19 @@ class _Side:
         async with connector._guard(what):
             return await connector.conn.fetch(sql, *args)  # type: ignore[attr-defined]
 
-    async def bounds(self) -> tuple[int | None, int | None, int]:
-        """Lowest and highest key (from the key's index) and the row count estimate."""
-        row = (await self._fetch("reading the key range", f"SELECT min({self.column}) AS low, max({self.column}) AS "
-                                 f"high, (SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)) AS rows "
-                                 f"FROM {self.target}", self.target))[0]
-        rows = row["rows"] or 0
-        if rows <= 0 and row["low"] is not None:  # never analysed
-            rows = (await self._fetch("counting the keys", f"SELECT count(*) AS n FROM {self.target}"))[0]["n"]
-        return row["low"], row["high"], rows
+    async def bounds(self) -> tuple[int | None, int | None]:
+        """Lowest and highest key (read from the key's index)."""
+        row = (await self._fetch("reading the key range",
+                                 f"SELECT min({self.column}), max({self.column}) FROM {self.target}"))[0]
+        return row[0], row[1]
+
+    async def rows(self) -> int:
+        """The row count: the planner's estimate, or a count when the table was never analysed."""
+        estimate = (await self._fetch("estimating the rows", "SELECT reltuples::bigint FROM pg_class "
+                                      "WHERE oid = to_regclass($1)", self.target))[0][0] or 0
+        if estimate > 0:
+            return estimate
+        return max(1, (await self._fetch("counting the keys", f"SELECT count(*) FROM {self.target}"))[0][0])
 
     async def summary(self, shift: int) -> dict[int, tuple[int, int]]:
         rows = await self._fetch(

@@ -10,6 +10,7 @@ of each committed chunk, so the caller reports progress and stops between chunks
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -43,6 +44,10 @@ class Pipe(ABC):
     description = ""
 
     @abstractmethod
+    async def start(self) -> None:
+        """Open what the copy needs and cut the table into chunks (``open_pipe`` closes the pipe if this fails)."""
+
+    @abstractmethod
     def chunks(self) -> AsyncIterator[int]:
         """The row count of each chunk, yielded once the chunk is committed in the destination."""
 
@@ -67,23 +72,23 @@ def can_pipe(source: Connector, destination: Connector) -> bool:
 
 
 async def open_pipe(source: Connector, destination: Connector, transfer: Transfer) -> Pipe | None:
-    """A pipe for ``transfer``, or None when the rows must go the normal way (the types differ, an unknown pair)."""
-    opener = _PAIRS.get((source.provider, destination.provider))
-    if opener is None or len(transfer.source_columns) != len(transfer.columns):
+    """A started pipe for ``transfer``, or None when the rows must go the normal way (the types differ, an unknown
+    pair)."""
+    found = _PAIRS.get((source.provider, destination.provider))
+    if found is None or len(transfer.source_columns) != len(transfer.columns):
         return None
-    return await opener(source, destination, transfer)
+    module, factory = found
+    pipe = getattr(importlib.import_module(f"{__package__}.{module}"), factory)(source, destination, transfer)
+    if pipe is None:
+        return None
+    try:
+        await pipe.start()
+    except BaseException:
+        await pipe.close()
+        raise
+    return pipe
 
 
-async def _postgresql(source: Connector, destination: Connector, transfer: Transfer) -> Pipe | None:
-    from .postgresql_pipe import open_copy_pipe
-
-    return await open_copy_pipe(source, destination, transfer)  # type: ignore[arg-type]
-
-
-async def _sqlite(source: Connector, destination: Connector, transfer: Transfer) -> Pipe | None:
-    from .sqlite_pipe import open_attach_pipe
-
-    return await open_attach_pipe(source, destination, transfer)  # type: ignore[arg-type]
-
-
-_PAIRS = {("PostgreSQL", "PostgreSQL"): _postgresql, ("SQLite", "SQLite"): _sqlite}
+#: (source provider, destination provider) -> module and function making the pipe (imported when first used).
+_PAIRS = {("PostgreSQL", "PostgreSQL"): ("postgresql_pipe", "copy_pipe"),
+          ("SQLite", "SQLite"): ("sqlite_pipe", "attach_pipe")}

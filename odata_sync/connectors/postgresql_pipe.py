@@ -37,19 +37,12 @@ def _portable(native: str) -> bool:
     return bare in _BINARY_PORTABLE
 
 
-async def open_copy_pipe(source: PostgreSQLConnector, destination: PostgreSQLConnector,
-                         transfer: Transfer) -> Pipe | None:
-    """The pipe for ``transfer``, or None when a column's type differs between the two sides."""
+def copy_pipe(source: PostgreSQLConnector, destination: PostgreSQLConnector, transfer: Transfer) -> Pipe | None:
+    """The pipe for ``transfer`` (not started), or None when a column's type differs between the two sides."""
     for theirs, ours in zip(transfer.source_columns, transfer.columns, strict=True):
         if theirs.native_type.lower() != ours.native_type.lower() or not _portable(ours.native_type):
             return None
-    pipe = _CopyPipe(source, destination, transfer)
-    try:
-        await pipe.start()
-    except BaseException:
-        await pipe.close()
-        raise
-    return pipe
+    return _CopyPipe(source, destination, transfer)
 
 
 class _CopyPipe(Pipe):
@@ -72,9 +65,8 @@ class _CopyPipe(Pipe):
                 "pg_relation_size(c.oid) / current_setting('block_size')::int AS pages "
                 "FROM pg_class c WHERE c.oid = to_regclass($1)", self._from)
             self._ranges = _ranges(found, self.transfer.chunk_rows)
-            for _ in range(min(WORKERS, len(self._ranges)) - 1):
-                if not _SNAPSHOT.match(snapshot or ""):
-                    break
+            pairs = min(WORKERS, len(self._ranges)) if _SNAPSHOT.match(snapshot or "") else 1
+            for _ in range(pairs - 1):
                 other = await self._reader()
                 await other.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         async with self.destination._guard(f"starting to copy into {self.transfer.table}"):

@@ -25,15 +25,14 @@ _DIGITS = "[0-9]"
 _TIMESTAMP = f"{_DIGITS * 4}-{_DIGITS * 2}-{_DIGITS * 2} {_DIGITS * 2}:{_DIGITS * 2}:{_DIGITS * 2}"
 
 
-async def open_attach_pipe(source: SQLiteConnector, destination: SQLiteConnector, transfer: Transfer) -> Pipe | None:
-    """The pipe for ``transfer``, or None (an in-memory or attached-schema source, or the same file on both sides)."""
+def attach_pipe(source: SQLiteConnector, destination: SQLiteConnector, transfer: Transfer) -> Pipe | None:
+    """The pipe for ``transfer`` (not started), or None (an in-memory or attached-schema source, or the same file on
+    both sides)."""
     if source.memory or destination.memory or transfer.source_schema not in (None, "main"):
         return None
     if source.path.resolve() == destination.path.resolve():
         return None
-    pipe = _AttachPipe(source, destination, transfer)
-    await pipe.start()
-    return pipe
+    return _AttachPipe(source, destination, transfer)
 
 
 class _AttachPipe(Pipe):

@@ -81,10 +81,6 @@ async def run_job(job: JobSettings, tasks: Sequence[TaskSettings], source: Conne
     yield RunFinished(run_id, status, tuple(finished), _ms(started))
 
 
-#: What ``_load_piped`` yields when the rows must go through Python after all.
-_NO_PIPE = object()
-
-
 class _Cancelled(Exception):
     """The run was asked to stop; raised between committed batches."""
 
@@ -137,7 +133,11 @@ class _TaskRun:
         self.states = StateTable(destination, None)
         self.exists = False
         self.keyless = False  # the destination table exists without a primary key
-        self.deferred_key: list[str] = []  # a load creates the key's index once the rows are in (see _prepare)
+        self.defer_key = False  # a load creates the table without its key and adds it once the rows are in
+        self.source_columns: list[ColumnInfo] | None = None  # a table source's columns (None for a SELECT)
+        # what a load leaves for its final commit: the check column, its highest value, and whether the table still
+        # has to be emptied (TruncateTableData with no rows read)
+        self.loaded: tuple[str | None, Any, bool] = (None, None, False)
         self.check_type: CanonicalType | None = None
 
     # --- plumbing ---------------------------------------------------------------------------------------------------
@@ -234,7 +234,7 @@ class _TaskRun:
         state = await self.states.load(name)
         self.exists = await self.destination.table_exists(name, schema)
         destination_columns = await self.destination.list_columns(name, schema) if self.exists else None
-        source_columns = await self.source.list_columns(self.source_ref, self.source_schema) \
+        source_columns = self.source_columns = await self.source.list_columns(self.source_ref, self.source_schema) \
             if table is not None else None
         # a SELECT's columns are known once it runs; until then the destination table mirrors them
         known = source_columns if source_columns is not None else destination_columns
@@ -267,7 +267,7 @@ class _TaskRun:
         name, schema = self.target.name, self.target.schema
         wanted, positions = tables.desired_columns(columns, statement.columns, chosen.key, self.destination.provider)
         if create:
-            key = [] if self.deferred_key else chosen.key
+            key = [] if self.defer_key else chosen.key
             for warning in await tables.create(self.destination, name, schema, wanted, key):
                 self.warn(str(warning))
             present: list[ColumnInfo | None] = list(wanted)
@@ -320,43 +320,31 @@ class _TaskRun:
             await destination.drop_table(name, schema)
         create = chosen.drop or not self.exists
         redoing = state is not None and state.phase == LOADING and self.keyless
-        if chosen.key and destination.defers_primary_key and (create or redoing):
-            self.deferred_key = list(chosen.key)
-        loaded = self._load_piped(chosen, create) if self.task.statement.source_table is not None and \
-            passthrough.can_pipe(self.source, destination) else None
-        check, mark = chosen.check_column, None
-        if loaded is not None:
-            async with aclosing(loaded) as events:
-                async for event in events:
-                    if isinstance(event, Progress):
-                        yield event
-                    else:
-                        check, mark = event
-        if loaded is None or check is _NO_PIPE:
-            rows = self._load_rows(chosen, create=create and self.layout is None)
-            async with aclosing(rows) as events:
-                async for event in events:
-                    if isinstance(event, Progress):
-                        yield event
-                    else:
-                        check, mark = event
-        if self.deferred_key:
+        self.defer_key = bool(chosen.key) and destination.defers_primary_key and (create or redoing)
+        pipe = await self._open_pipe(chosen, create)
+        loading = self._load_piped(pipe, chosen) if pipe is not None else \
+            self._load_rows(chosen, create=create)
+        async with aclosing(loading) as events:
+            async for event in events:
+                yield event
+        check, mark, truncate = self.loaded
+        if self.defer_key:
             yield self._stage("building the primary key")
         async with destination.transaction():
-            if self.deferred_key:
-                await destination.add_primary_key(name, self.layout.key if self.layout else self.deferred_key,
-                                                  schema)
+            if truncate:
+                await destination.truncate(name, schema)
+            if self.defer_key:
+                assert self.layout is not None
+                await destination.add_primary_key(name, self.layout.key, schema)
             await self.states.save(self._state(DONE, check, mark))
 
-    async def _load_rows(self, chosen: Plan, *, create: bool) -> AsyncIterator[Any]:
-        """The load through Python: batches of tuples from the source's reader to the destination's bulk path.
-        Yields progress, then (check column, highest check value)."""
+    async def _load_rows(self, chosen: Plan, *, create: bool) -> AsyncIterator[Progress]:
+        """The load through Python: batches of tuples from the source's reader to the destination's bulk path."""
         name, schema, destination = self.target.name, self.target.schema, self.destination
         columns, batches = await self._read()
         truncate, mark = chosen.truncate, None
         async with batches:
-            layout = await self._prepare(columns, chosen, create=create) if create or self.layout is None \
-                else self.layout
+            layout = await self._prepare(columns, chosen, create=create) if self.layout is None else self.layout
             check, position = self._check_of(columns, chosen)
             async for batch in batches:
                 rows = layout.shape(batch)
@@ -371,44 +359,40 @@ class _TaskRun:
                 self.inserted += len(rows)
                 yield self._committed(len(batch))
                 self._check_cancel()
-        if truncate:
-            await destination.truncate(name, schema)
-        yield check, mark
+        self.loaded = (check, mark, truncate)
 
-    async def _load_piped(self, chosen: Plan, create: bool) -> AsyncIterator[Any]:
-        """The load through a same-engine pipe (``connectors.passthrough``) when both sides have the same column
-        types: the rows never become Python values. Yields progress, then (check column, highest check value), or
-        only (_NO_PIPE, None) when there is no pipe for these columns (the table is prepared either way)."""
-        name, schema, destination = self.target.name, self.target.schema, self.destination
-        columns = await self.source.list_columns(self.source_ref, self.source_schema)
+    async def _open_pipe(self, chosen: Plan, create: bool) -> passthrough.Pipe | None:
+        """A same-engine pipe (``connectors.passthrough``) for loading this table, when the pair and the columns allow
+        one; the destination table is prepared either way."""
+        table, columns = self.task.statement.source_table, self.source_columns
+        if table is None or columns is None or not passthrough.can_pipe(self.source, self.destination):
+            return None
         layout = await self._prepare(columns, chosen, create=create)
-        check, position = self._check_of(columns, chosen)
         if layout.truncations:
-            yield _NO_PIPE, None
-            return
+            return None
         by_name = {c.name: c for c in columns}
-        ours = {c.name: c for c in await destination.list_columns(name, schema)}
-        source_table = self.task.statement.source_table
-        assert source_table is not None
-        transfer = passthrough.Transfer(
-            source_table.name, self.source_schema, [by_name[n] for n in layout.source_names], name, schema,
-            [ours[n] for n in layout.names], max(self.options.batch_size, passthrough.MIN_CHUNK_ROWS))
-        pipe = await passthrough.open_pipe(self.source, destination, transfer)
-        if pipe is None:
-            yield _NO_PIPE, None
-            return
+        ours = {c.name: c for c in await self.destination.list_columns(self.target.name, self.target.schema)}
+        return await passthrough.open_pipe(self.source, self.destination, passthrough.Transfer(
+            table.name, self.source_schema, [by_name[n] for n in layout.source_names], self.target.name,
+            self.target.schema, [ours[n] for n in layout.names],
+            max(self.options.batch_size, passthrough.MIN_CHUNK_ROWS)))
+
+    async def _load_piped(self, pipe: passthrough.Pipe, chosen: Plan) -> AsyncIterator[Progress]:
+        """The load through the pipe: the rows never become Python values."""
+        assert self.source_columns is not None
+        check, position = self._check_of(self.source_columns, chosen)
         async with pipe:
             yield self._stage(f"copying without conversion: {pipe.description}")
             # the highest check value before any row is copied: a row changed during the load is read again next time
-            mark = await pipe.highest(columns[position].name) if position is not None else None
+            mark = await pipe.highest(self.source_columns[position].name) if position is not None else None
             if chosen.truncate:
-                await destination.truncate(name, schema)
+                await self.destination.truncate(self.target.name, self.target.schema)
             async for rows in pipe.chunks():
                 self.rows_read += rows
                 self.inserted += rows
                 yield self._committed(rows)
                 self._check_cancel()
-        yield check, mark
+        self.loaded = (check, mark, False)
 
     async def _reconcile(self, chosen: Plan, state: TableState | None) -> AsyncIterator[Progress]:
         """Re-read everything, upsert by key, then delete the keys the source did not return."""
@@ -515,17 +499,15 @@ class _TaskRun:
         """The destination keys the source lacks, found from summaries of key ranges (``connectors.keydiff``) when
         the pair supports it; None when every key must be compared."""
         table = self.task.statement.source_table
-        if table is None or len(layout.key_positions) != 1:
+        if table is None or self.source_columns is None or len(layout.key_positions) != 1:
             return None
         position = layout.key_positions[0]
-        source_key = next((c for c in await self.source.list_columns(self.source_ref, self.source_schema)
-                           if c.name == layout.source_names[position]), None)
-        ours = next((c for c in await self.destination.list_columns(self.target.name, self.target.schema)
-                     if c.name == layout.names[position]), None)
-        if source_key is None or ours is None:
+        source_key = next((c for c in self.source_columns if c.name == layout.source_names[position]), None)
+        if source_key is None:
             return None
         found = await keydiff.missing_keys(self.source, self.destination, keydiff.KeyComparison(
-            table.name, self.source_schema, source_key, self.target.name, self.target.schema, ours))
+            table.name, self.source_schema, source_key, self.target.name, self.target.schema,
+            layout.columns[position]))
         return None if found is None else [(key,) for key in found]
 
     async def _collect_keys(self, keyset: KeySet, layout: tables.Layout) -> None:
