@@ -28,7 +28,9 @@ Each incremental side starts from its own copy of the same source (``CREATE DATA
 
 odata-sync runs the way a user runs it: ``python -m odata_sync serve`` in a fresh data directory, the two
 Connections and a Job with ``"Query#1": "REPLICATE [orders]"`` created over the HTTP API, the server stopped, then
-``python -m odata_sync run JOB --data-dir DIR`` timed. While that command does not exist the odata-sync cells read
+``python -m odata_sync run JOB --data-dir DIR`` timed. With ``--via server`` the server keeps running and the job
+runs there (``ExecuteJob`` waiting for the result, timed from request to answer; RSS is the server's peak), as a
+scheduled job runs. While that command does not exist the odata-sync cells read
 "odata-sync: not available yet" and the peers still run. Each odata-sync result is checked cheaply (row count equal
 to the source's; for ``incr`` also the deleted ids gone, the updates and inserts present); a WARNING line says so.
 
@@ -468,51 +470,80 @@ class Bench:
         if not self.check_odata():
             raise NotAvailable
         data = self.scratch("odata")
+        server = None
         try:
-            self._make_job(data, src, dst)
+            if self.args.via == "server":
+                server = self._server(data)
+                server.start()
+            self._make_job(data, src, dst, server)
             if mode == "incremental":
-                first = self._odata_run(data)
+                first = self._odata_run(data, server)
                 log(f"    (initial odata-sync run: {first.wall:.2f} s, RSS {mb(first.rss_kb)}; then change_source.sql)")
                 self.apply_change(src)
-            run = self._odata_run(data)
+            run = self._odata_run(data, server)
             run.checks = self._verify(src, dst, mode)
             run.rows = None
             with contextlib.suppress(BenchError):
                 run.rows = dst.count()
             return run
         finally:
+            if server is not None:
+                server.stop()
             self.discard(data)
 
-    def _make_job(self, data: Path, src: Endpoint, dst: Endpoint) -> None:
+    def _server(self, data: Path) -> Server:
         token = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
-        with Server(data, token, python=self.args.python, log_path=data / "serve.log",
-                    start_timeout=self.args.start_timeout) as server:
+        return Server(data, token, python=self.args.python, log_path=data / "serve.log",
+                      start_timeout=self.args.start_timeout)
+
+    def _make_job(self, data: Path, src: Endpoint, dst: Endpoint, running: Server | None) -> None:
+        with contextlib.nullcontext(running) if running is not None else self._server(data) as server:
             for name, ep in (("bench_src", src), ("bench_dst", dst)):
-                self._post(server.root + "Connections", token,
+                self._post(server.root + "Connections", server.token,
                            {"Name": name, "ProviderName": ep.provider, "ConnectionString": ep.connstr()})
             job = {"JobName": JOB, "Source": "bench_src", "Destination": "bench_dst", "Query#1": "REPLICATE [orders]"}
             job.update(self.args.job_extra)
-            self._post(server.root + "Jobs", token, job)
+            self._post(server.root + "Jobs", server.token, job)
 
     @staticmethod
-    def _post(url: str, token: str, body: dict) -> None:
+    def _post(url: str, token: str, body: dict, status: int = 201) -> object:
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", "Accept": "application/json", "x-cdata-authtoken": token}
         req = urllib.request.Request(url, data=data, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                if resp.status != 201:
+            with urllib.request.urlopen(req, timeout=3600) as resp:
+                if resp.status != status:
                     raise RunFailed(f"POST {url} {body} -> HTTP {resp.status}")
+                return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as e:
             raise RunFailed(f"POST {url} {body} -> HTTP {e.code}: {e.read()[:1000].decode(errors='replace')}") from e
         except OSError as e:
             raise RunFailed(f"POST {url} -> {e!r}") from e
 
-    def _odata_run(self, data: Path) -> Run:
+    def _odata_run(self, data: Path, server: Server | None) -> Run:
+        if server is not None:
+            return self._server_run(server)
         cmd = [self.args.python, "-m", "odata_sync", "run", JOB, "--data-dir", str(data)]
         # Wide enough that rich does not wrap the summary line (its own timer is read from it).
         env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
         return measure(cmd, env=env, cwd=REPO, tmp=self.tmp)
+
+    def _server_run(self, server: Server) -> Run:
+        """The job run by the running server: ``ExecuteJob`` waiting for the result, timed from request to answer;
+        the RSS is the server process's peak so far (VmHWM)."""
+        t0 = time.perf_counter()
+        answer = self._post(server.root + "ExecuteJob", server.token, {"JobName": JOB, "WaitForResults": True,
+                                                                        "Timeout": 0}, status=200)
+        wall = time.perf_counter() - t0
+        tasks = answer.get("value", []) if isinstance(answer, dict) else []
+        failed = [t for t in tasks if t.get("Status") != "SUCCESS"]
+        if not tasks or failed:
+            raise RunFailed(f"ExecuteJob answered {json.dumps(answer)[:1000]}")
+        assert server.proc is not None
+        status = Path(f"/proc/{server.proc.pid}/status").read_text()
+        hwm = re.search(r"VmHWM:\s+(\d+) kB", status)
+        return Run(wall, int(hwm.group(1)) if hwm else None,
+                   output=f"ExecuteJob: {', '.join(str(t.get('Detail') or t.get('RecordsAffected')) for t in tasks)}")
 
     @staticmethod
     def _verify(src: Endpoint, dst: Endpoint, mode: str) -> list[str]:
@@ -633,7 +664,9 @@ def report(args: argparse.Namespace, results: dict[str, CaseResult], rss5: tuple
     head = (f"{'case':<10} {'peer':<24} {'peer time':>10} {'(own)':>8} {'odata-sync':>11} {'ratio':>8} {'strict':>8}"
             f"  {'target':<18} {'verdict':<7} {'peer RSS':>9} {'odata RSS':>9}")
     log("\n" + "=" * len(head))
-    log(f"orders, {args.rows:,} rows; best of {args.rounds} round(s); times are whole processes (wall clock)")
+    how = ("odata-sync: ExecuteJob on a running server, request to answer" if args.via == "server"
+           else "odata-sync: a whole `odata-sync run` process")
+    log(f"orders, {args.rows:,} rows; best of {args.rounds} round(s); wall-clock times: peers whole processes, {how}")
     log(head)
     log("-" * len(head))
     for key, res in results.items():
@@ -739,6 +772,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--python", default=sys.executable, help="interpreter that runs odata-sync (default: this one)")
     p.add_argument("--job-extra", action="append", default=[], metavar="KEY=VALUE",
                    help="extra property of the odata-sync Job, e.g. BatchSize=50000 (repeatable)")
+    p.add_argument("--via", choices=("cli", "server"), default="cli",
+                   help="how odata-sync runs the job: cli = a `python -m odata_sync run JOB` process timed whole "
+                        "(default); server = ExecuteJob on a running `odata-sync serve`, timed from request to answer")
     p.add_argument("--start-timeout", type=float, default=60, help="seconds to wait for odata-sync serve to be ready")
     a = p.parse_args(argv)
     a.cases = [c.strip() for c in a.cases.split(",") if c.strip()]

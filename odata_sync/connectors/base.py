@@ -381,14 +381,18 @@ class Connector(ABC):
     def in_transaction(self) -> bool:
         return self._in_transaction
 
-    async def begin(self) -> None:
-        """Start a transaction the caller commits: a batch and the caller's checkpoint commit together."""
+    async def begin(self, *, durable: bool = True) -> None:
+        """Start a transaction the caller commits: a batch and the caller's checkpoint commit together.
+
+        ``durable=False``: the commit need not wait for the disk. A crash may then lose the latest such commits but
+        never part of one, so the data stays at a committed state (with its checkpoint); the next durable commit
+        makes every earlier one durable too."""
         self._writable()
         if self._in_transaction:
             raise BadRequest("a transaction is already open on this connection")
         await self._open_for_write()
         async with self._guard("starting a transaction"):
-            await self._begin()
+            await (self._begin() if durable else self._begin_relaxed())
         self._in_transaction = True
 
     async def commit(self) -> None:
@@ -407,9 +411,10 @@ class Connector(ABC):
             await self._rollback()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connector]:
-        """``async with conn.transaction():`` commits on success and rolls back on any exception."""
-        await self.begin()
+    async def transaction(self, *, durable: bool = True) -> AsyncIterator[Connector]:
+        """``async with conn.transaction():`` commits on success and rolls back on any exception (``durable``: as
+        for ``begin``)."""
+        await self.begin(durable=durable)
         try:
             yield self
         except BaseException:
@@ -581,6 +586,10 @@ class Connector(ABC):
 
     async def _begin(self) -> None:
         raise BadRequest(f"{self.provider} connections have no transactions")
+
+    async def _begin_relaxed(self) -> None:
+        """A transaction whose commit need not wait for the disk, where the database offers one."""
+        await self._begin()
 
     async def _commit(self) -> None:
         raise BadRequest(f"{self.provider} connections have no transactions")

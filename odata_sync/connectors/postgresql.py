@@ -17,7 +17,15 @@ from odata_sync.errors import BadRequest, ConnectionFailed, ODataSyncError
 
 from . import values
 from .base import BatchReader, ColumnInfo, Connector, TableInfo, WriteCounts, pick_columns
-from .sql import brackets_to_quotes, build_select, column_definitions, delete_statement, merge_statements, quote_ident
+from .sql import (
+    brackets_to_quotes,
+    build_select,
+    column_definitions,
+    conflict_upsert_statement,
+    delete_statement,
+    merge_statements,
+    quote_ident,
+)
 from .types import PG_NATIVE_DECODED, CanonicalType, TypeWarning, _split, pg_to_canonical, to_native
 
 _stage_ids = itertools.count(1)
@@ -134,14 +142,15 @@ class PostgreSQLConnector(Connector):
         self._conn = await self.connect_another()
         self.default_schema = await self._conn.fetchval("SELECT current_schema()") or "public"
 
-    async def connect_another(self) -> asyncpg.Connection:
-        """A new connection with this connector's settings (the caller closes it): parallel copies use several."""
+    async def connect_another(self, **server_settings: str) -> asyncpg.Connection:
+        """A new connection with this connector's settings (the caller closes it): parallel copies use several.
+        ``server_settings``: PostgreSQL settings for this connection only."""
         s = self.settings
         sslmode = s.get("SSLMode")
         return await asyncpg.connect(
             host=s["Server"], port=s["Port"], user=s["User"], password=s.get("Password") or None,
             database=s["Database"], timeout=self.timeout or 60, ssl=sslmode if sslmode else None,
-            server_settings={"application_name": "odata-sync"})
+            server_settings={"application_name": "odata-sync", **server_settings})
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None
@@ -288,12 +297,24 @@ class PostgreSQLConnector(Connector):
         key = [next(c.name for c in columns if c.name.lower() == k.lower()) for k in key]
         stage = await self._stage(table, schema, columns, rows, ready)
         natives = {c.name: c.native_type.lower() for c in columns}
-        delete, insert = merge_statements(self._target(table, schema), _q(stage), [c.name for c in columns], key, _q,
-                                          _differs(natives))
-        updated = _count(await self.conn.execute(delete))
-        written = _count(await self.conn.execute(insert))
+        target, names = self._target(table, schema), [c.name for c in columns]
+        if await self._unique_index_on(target, key):
+            inserted, updated = await self.conn.fetchrow(
+                conflict_upsert_statement(target, _q(stage), names, key, _q, _differs(natives)))
+        else:  # no index to resolve conflicts with (a table made elsewhere): delete changed rows, insert missing
+            delete, insert = merge_statements(target, _q(stage), names, key, _q, _differs(natives))
+            updated = _count(await self.conn.execute(delete))
+            inserted = _count(await self.conn.execute(insert)) - updated
         await self.conn.execute(f"DROP TABLE {_q(stage)}")
-        return WriteCounts(inserted=written - updated, updated=updated)
+        return WriteCounts(inserted=inserted, updated=updated)
+
+    async def _unique_index_on(self, target: str, key: list[str]) -> bool:
+        """Whether a plain unique index on exactly the ``key`` columns exists (``ON CONFLICT`` needs one)."""
+        return bool(await self.conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND i.indisunique "
+            "AND i.indimmediate AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnatts = $3 "
+            "AND (SELECT array_agg(a.attname::text) FROM pg_attribute a WHERE a.attrelid = i.indrelid "
+            "AND a.attnum = ANY(i.indkey::int2[])) <@ $2::text[])", target, key, len(key)))
 
     async def _delete_keys(self, table: str, schema: str | None, key_columns: list[ColumnInfo],
                            keys: Sequence[Sequence[Any]]) -> int:
@@ -325,6 +346,10 @@ class PostgreSQLConnector(Connector):
     async def _begin(self) -> None:
         self._tx = self.conn.transaction()
         await self._tx.start()
+
+    async def _begin_relaxed(self) -> None:
+        await self._begin()
+        await self.conn.execute("SET LOCAL synchronous_commit = off")
 
     async def _commit(self) -> None:
         tx, self._tx = self._tx, None

@@ -70,8 +70,8 @@ class _CopyPipe(Pipe):
                 other = await self._reader()
                 await other.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         async with self.destination._guard(f"starting to copy into {self.transfer.table}"):
-            for _ in self._readers:
-                self._writers.append(await self.destination.connect_another())
+            for _ in self._readers:  # chunk commits need not wait for the disk: the load's final commit does
+                self._writers.append(await self.destination.connect_another(synchronous_commit="off"))
         self.description = (f"binary COPY from the source into the destination, {len(self._ranges)} chunk(s) on "
                             f"{len(self._writers)} connection pair(s), no conversion")
 

@@ -349,7 +349,7 @@ class _TaskRun:
             async for batch in batches:
                 rows = layout.shape(batch)
                 self.pending = len(rows)
-                async with destination.transaction():
+                async with destination.transaction(durable=False):
                     if truncate:
                         await destination.truncate(name, schema)
                     await destination.write_batch(name, layout.names, rows, schema, canonical=layout.incoming)
@@ -409,7 +409,7 @@ class _TaskRun:
             async for batch in batches:
                 rows = layout.shape(batch)
                 self.pending = len(rows)
-                async with destination.transaction():
+                async with destination.transaction(durable=False):
                     counts = await destination.upsert_batch(name, layout.names, rows, layout.key, schema,
                                                             canonical=layout.incoming)
                     if keyset is not None:
@@ -454,32 +454,45 @@ class _TaskRun:
             check, position = self._check_of(columns, chosen)
             current = self._state(DONE, check, state.mark)
             seen = None
-            async for batch in batches:
-                rows = layout.shape(batch)
-                seen = _higher(seen, _batch_max(batch, position))
-                self.pending = len(rows)
-                async with destination.transaction():
-                    counts = await destination.upsert_batch(name, layout.names, rows, layout.key, schema,
-                                                            canonical=layout.incoming)
-                    if ordered and current.advanced(seen) is not current:
-                        current = current.advanced(seen)
-                        await self.states.save(current)
-                self.pending = 0
-                self.rows_read += len(batch)
-                self.inserted += counts.inserted
-                self.updated += counts.updated
-                yield self._committed(len(batch))
-                self._check_cancel()
-        async for event in self._remove_deleted(layout, current.advanced(seen)):
+            # the source's keys are read from here on, after this read began: a key it returned is either still
+            # in the source or deleted since (so deleting it is right)
+            comparing = None if self.options.skip_deleted else \
+                asyncio.ensure_future(self._summarised_missing_keys(layout))
+            try:
+                async for batch in batches:
+                    rows = layout.shape(batch)
+                    seen = _higher(seen, _batch_max(batch, position))
+                    self.pending = len(rows)
+                    async with destination.transaction(durable=False):
+                        counts = await destination.upsert_batch(name, layout.names, rows, layout.key, schema,
+                                                                canonical=layout.incoming)
+                        if ordered and current.advanced(seen) is not current:
+                            current = current.advanced(seen)
+                            await self.states.save(current)
+                    self.pending = 0
+                    self.rows_read += len(batch)
+                    self.inserted += counts.inserted
+                    self.updated += counts.updated
+                    yield self._committed(len(batch))
+                    self._check_cancel()
+            except BaseException:
+                if comparing is not None:
+                    comparing.cancel()
+                    with suppress(BaseException):
+                        await comparing
+                raise
+        async for event in self._remove_deleted(layout, current.advanced(seen), comparing):
             yield event
 
-    async def _remove_deleted(self, layout: tables.Layout, final_state: TableState) -> AsyncIterator[Progress]:
+    async def _remove_deleted(self, layout: tables.Layout, final_state: TableState,
+                              comparing: asyncio.Future[list[tuple] | None] | None = None
+                              ) -> AsyncIterator[Progress]:
         """Delete the rows whose key the source no longer has (unless SkipDeleted) and save the final state, in one
-        destination transaction."""
+        destination transaction. ``comparing``: the summarised comparison already under way."""
         keyset, doomed = None, None
         if not self.options.skip_deleted:
             yield self._stage("comparing keys with the source")
-            doomed = await self._summarised_missing_keys(layout)
+            doomed = await (comparing if comparing is not None else self._summarised_missing_keys(layout))
             if doomed is None:
                 keyset = self._keyset(layout)
                 assert keyset is not None
@@ -550,7 +563,7 @@ class _TaskRun:
                 if layout is None:
                     layout = await self._prepare(columns, chosen, create=create)
                 _check, position = self._check_of(columns, chosen)
-                async with destination.transaction():
+                async with destination.transaction(durable=False):
                     if truncate:
                         await destination.truncate(name, schema)
                     async for batch in batches:

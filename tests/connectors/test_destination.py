@@ -50,6 +50,22 @@ async def test_upsert_counts_inserted_and_updated_rows_only(provider: str, conne
 
 
 @pytest.mark.parametrize("provider", DESTINATIONS)
+async def test_upsert_counts_without_a_unique_index_and_with_key_columns_only(provider: str, connect) -> None:
+    """A table made elsewhere without a key index (no ON CONFLICT arbiter), and a table of key columns only."""
+    connector = await connect(provider)
+    table = table_name("dst")
+    await connector.create_table(table, COLUMNS, [])
+    await connector.write_batch(table, NAMES, [(1, "one", D("1.00")), (2, "two", None)])
+    counts = await connector.upsert_batch(table, NAMES, [(1, "one", D("1.00")), (2, "TWO", None), (3, "x", None)],
+                                          ["id"])
+    assert counts == WriteCounts(inserted=1, updated=1)
+    assert await rows_of(connector, table) == [(1, "one", D("1.00")), (2, "TWO", None), (3, "x", None)]
+    keys = await make_table(connector, [(1,)], [ColumnInfo.of("id", T.INT64, primary_key=True)])
+    assert await connector.upsert_batch(keys, ["id"], [(1,), (2,)], ["id"]) == WriteCounts(inserted=1, updated=0)
+    assert await rows_of(connector, keys) == [(1,), (2,)]
+
+
+@pytest.mark.parametrize("provider", DESTINATIONS)
 async def test_upsert_and_delete_with_a_composite_key(provider: str, connect) -> None:
     connector = await connect(provider)
     columns = [ColumnInfo.of("region", T.string(10), primary_key=True), ColumnInfo.of("n", T.INT32, primary_key=True),
@@ -212,3 +228,16 @@ async def test_table_changes_inside_a_transaction(provider: str, connect) -> Non
     await connector.rollback()
     assert await rows_of(connector, live) == [(1, "live", None)]
     assert await rows_of(connector, staging) == [(1, "staged", None)]
+
+
+@pytest.mark.parametrize("provider", ["PostgreSQL"])
+async def test_a_relaxed_transaction_commits_without_waiting_for_the_disk(provider: str, connect) -> None:
+    """Batches commit with synchronous_commit off (a crash loses whole commits only); other commits wait."""
+    connector = await connect(provider)
+    table = await make_table(connector)
+    async with connector.transaction(durable=False):
+        await connector.write_batch(table, NAMES, [(1, "one", None)])
+        assert await connector.conn.fetchval("SHOW synchronous_commit") == "off"
+    async with connector.transaction():
+        assert await connector.conn.fetchval("SHOW synchronous_commit") == "on"
+    assert await rows_of(connector, table) == [(1, "one", None)]
