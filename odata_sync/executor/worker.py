@@ -397,9 +397,12 @@ class Executor:
                 counts = await _committed_counts(conn, task_history, run.history_id)
             await runs.finish_run(conn, self.store, run.history_id, run.job_name, status, details, now, counts,
                                   sync_type, transformation=run.transformation)
+            ended: dict = {"Status": "CANCELLED" if status == "CANCELLED" else "FAILED", "RunEndDate": now}
+            if status == "FAILED" and details:  # the run's error is each unfinished task's (ExecuteJob's Result)
+                ended["Details"] = sa.func.coalesce(task_history.c.Details, details)
             await conn.execute(sa.update(task_history).where(
                 task_history.c.HistoryId == run.history_id, task_history.c.Status.in_(("QUEUED", "RUNNING")))
-                .values(Status="CANCELLED" if status == "CANCELLED" else "FAILED", RunEndDate=now))
+                .values(**ended))
 
 
 COUNTS = ("RecordsAffected", "RecordsInserted", "RecordsUpdated", "RecordsDeleted", "RecordsFailed")

@@ -235,6 +235,18 @@ async def test_transformations_after_job_and_on_demand(api, tmp_path):
     assert "error" in log
 
 
+async def test_a_run_that_fails_before_its_tasks_gives_each_task_its_error(api, tmp_path):
+    """A source that cannot be reached fails the run before any task starts: ExecuteJob's Result says why."""
+    await setup_job(api, tmp_path)
+    await api.ok("POST", "Connections", 201, json={"Name": "nowhere", "ProviderName": "PostgreSQL",
+                                                   "ConnectionString": "Server=127.0.0.1;Port=1;Database=x;User=u"})
+    await api.ok("PATCH", "Jobs('nightly')", json={"Source": "nowhere"})
+    [row] = (await api.ok("POST", "ExecuteJob", json={"JobName": "nightly"}))["value"]
+    assert row["Status"] == "FAILED" and "PostgreSQL" in row["Result"] and row["Detail"] == row["Result"]
+    [run] = (await api.ok("GET", "History?$filter=JobName eq 'nightly'&$expand=Tasks"))["value"]
+    assert run["Status"] == "FAILED" and run["Tasks"][0]["Details"] == run["Details"]
+
+
 async def test_hooks_and_mail(config, aiohttp_client, aiohttp_server, tmp_path):
     import dataclasses
     import socket
