@@ -7,11 +7,14 @@ on collection navigation to ``EXISTS`` subqueries, and answer 501 for valid ODat
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
+from typing import Any
 
 import sqlalchemy as sa
 from odata_query import ast
@@ -54,6 +57,41 @@ def _check_shape(node: ast._Node) -> None:
             stack.extend((c, depth + 1) for c in children if isinstance(c, ast._Node))
 
 
+def _single_item_lists(tokens: Iterator[Any]) -> Iterator[Any]:
+    """``x in ('a')``: OData's one-item list, which the grammar only takes as ``('a',)`` (it would collide with a
+    parenthesised expression elsewhere): after ``in``, a parenthesised group without a top-level comma gets one."""
+    tokens = iter(tokens)
+    for token in tokens:
+        yield token
+        if token.type != "IN":
+            continue
+        group: list[Any] = []
+        for following in tokens:
+            group.append(following)
+            if following.type != "WS":
+                break
+        if not group or group[-1].type != "(":
+            yield from group
+            continue
+        depth, comma = 1, False
+        for following in tokens:
+            if following.type == "(":
+                depth += 1
+            elif following.type == ")":
+                depth -= 1
+                if depth == 0:
+                    if not comma:
+                        extra = copy.copy(following)
+                        extra.type = extra.value = ","
+                        group.append(extra)
+                    group.append(following)
+                    break
+            elif following.type == "," and depth == 1:
+                comma = True
+            group.append(following)
+        yield from group
+
+
 @lru_cache(maxsize=512)
 def parse_expression(text: str, what: str = "$filter") -> ast._Node:
     if len(text) > MAX_LENGTH:
@@ -63,7 +101,7 @@ def parse_expression(text: str, what: str = "$filter") -> ast._Node:
     source = _SPACED_OFFSET.sub(r"\1+\2", text.strip())
     source = _COUNT_SEGMENT.sub(rf"{COUNT_FUNCTION}(\1)", source)
     try:
-        tree = _parser.parse(_lexer.tokenize(source))
+        tree = _parser.parse(_single_item_lists(_lexer.tokenize(source)))
     except oq_exc.TokenizingException as exc:
         position = getattr(exc.token, "index", None)
         raise BadRequest(f"Syntax error in {what} at position {position}: unexpected '{source[position:position + 20]}'",

@@ -286,6 +286,8 @@ FILTERS = {
     # in
     "Verbosity in (1, 3)": {"alpha", "Gamma Job"},
     "JobName in ('alpha', 'delta', 'nope')": {"alpha", "delta"},
+    "JobName in ('beta')": {"beta"},  # OData's one-item list
+    "JobName in ( 'beta' ) or Verbosity in (3)": {"beta", "Gamma Job"},
     # lambdas on the Tasks navigation
     "Tasks/any(t: t/Query eq 'REPLICATE [b]')": {"alpha", "delta"},
     "Tasks/any(t: t/Index gt 1)": {"alpha"},
