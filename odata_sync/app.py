@@ -19,9 +19,9 @@ from odata_sync.executor.notify import SmtpSettings
 from odata_sync.odata.handler import ODATA_VERSION, ODataHandler
 from odata_sync.odata.paging import TokenSigner
 from odata_sync.odata.serialize import dumps
-from odata_sync.service import CDataService
 from odata_sync.service.auth import Authenticator
 from odata_sync.service.bootstrap import ensure_admin
+from odata_sync.service.cdata import CDataService
 from odata_sync.service.requestlog import RequestLog
 from odata_sync.service.secrets import SecretBox, load_key
 from odata_sync.store import create_store

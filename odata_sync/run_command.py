@@ -66,16 +66,16 @@ class _RateColumn(ProgressColumn):
 async def _load(config: Config, job_name: str) -> tuple[dict, list[dict], dict[str, tuple[str, str]]]:
     """The job row, its task rows by Index, and name -> (provider, plain connection string) of its connections."""
     from odata_sync.edm.model import default_model
-    from odata_sync.service.connections import ConnectionHooks
     from odata_sync.service.secrets import SecretBox, load_key
     from odata_sync.store import create_store
-    from odata_sync.store.migrate import upgrade
+    from odata_sync.store.migrate import up_to_date, upgrade
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = create_store(config.store_url, default_model())
     try:
-        await upgrade(store)
-        connections_hooks = ConnectionHooks(SecretBox(load_key(config.data_dir, config.secret_key)))
+        if not await up_to_date(store):
+            await upgrade(store)
+        box = SecretBox(load_key(config.data_dir, config.secret_key))
         jobs, tasks, connections = store.table("Jobs"), store.table("Tasks"), store.table("Connections")
         async with store.engine.connect() as conn:
             job = (await conn.execute(sa.select(jobs).where(jobs.c.JobName == job_name))).mappings().first()
@@ -85,7 +85,7 @@ async def _load(config: Config, job_name: str) -> tuple[dict, list[dict], dict[s
                                             .order_by(tasks.c.Index, tasks.c.TaskId))).mappings().all()
             names = [job["Source"], job["Destination"]]
             found = (await conn.execute(sa.select(connections).where(connections.c.Name.in_(names)))).mappings().all()
-        plain = {row["Name"]: (row["ProviderName"], connections_hooks.plain(row["ConnectionString"]) or "")
+        plain = {row["Name"]: (row["ProviderName"], box.decrypt(row["ConnectionString"]) or "")
                  for row in found}
         for name in names:
             if name not in plain:

@@ -8,12 +8,13 @@ from lxml import etree
 
 from odata_sync.edm import metadata_xml
 from odata_sync.edm.model import default_model
-from odata_sync.store.migrate import current_revision, head_revision
+from odata_sync.store.migrate import current_revision, head_revision, newest_file_revision, up_to_date
 
 
 async def test_migrations_match_the_edm(runtime):
     store = runtime.store
-    assert await current_revision(store) == head_revision()
+    assert await current_revision(store) == head_revision() == newest_file_revision()
+    assert await up_to_date(store)
 
     def diff(connection):
         context = MigrationContext.configure(connection, opts={"compare_type": True})
