@@ -36,13 +36,16 @@ class KeyComparison:
     key: ColumnInfo
 
 
-async def missing_keys(source: Connector, destination: Connector, comparison: KeyComparison) -> list[Any] | None:
+async def missing_keys(source: Connector, destination: Connector, comparison: KeyComparison,
+                       read_began: asyncio.Event | None = None) -> list[Any] | None:
     """The key values in the destination that are not in the source, or None when this pair or key type is not
     summarised this way (or too many ranges differ).
 
-    It works on connections of its own, so it can run while the connectors' connections write; the caller starts it
-    once its read of the changed rows began (a key that read returned is then either still in the source or deleted
-    since, so deleting it is right). Without JIT: it compiles longer than these queries run."""
+    It works on connections of its own, so it can run while the connectors' connections write. The source's keys
+    are fetched only once ``read_began`` is set: the caller sets it once its read of the changed rows has begun, so
+    a key that read returned is either among the fetched keys or deleted since (and deleting it is right); the
+    summaries only choose the ranges to fetch, so they may come from earlier. Without JIT: it compiles longer than
+    these queries run."""
     if (source.provider, destination.provider) != ("PostgreSQL", "PostgreSQL"):
         return None
     ours, theirs = comparison.key.native_type.lower(), comparison.source_key.native_type.lower()
@@ -55,13 +58,13 @@ async def missing_keys(source: Connector, destination: Connector, comparison: Ke
             await side.open()
             if side.server_major < 14:  # bit_xor came in 14
                 return None
-        return await _compare(*sides)
+        return await _compare(*sides, read_began)
     finally:
         for side in sides:
             await side.close()
 
 
-async def _compare(theirs: _Side, ours: _Side) -> list[Any] | None:
+async def _compare(theirs: _Side, ours: _Side, read_began: asyncio.Event | None) -> list[Any] | None:
     (their_low, their_high), (low, high) = await asyncio.gather(theirs.bounds(), ours.bounds())
     if low is None:
         return []
@@ -74,6 +77,8 @@ async def _compare(theirs: _Side, ours: _Side) -> list[Any] | None:
         return None
     if not differing:
         return []
+    if read_began is not None:
+        await read_began.wait()
     their_keys, our_keys = await asyncio.gather(theirs.keys(differing, shift), ours.keys(differing, shift))
     return sorted(our_keys - their_keys)
 

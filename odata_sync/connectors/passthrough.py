@@ -92,3 +92,25 @@ async def open_pipe(source: Connector, destination: Connector, transfer: Transfe
 #: (source provider, destination provider) -> module and function making the pipe (imported when first used).
 _PAIRS = {("PostgreSQL", "PostgreSQL"): ("postgresql_pipe", "copy_pipe"),
           ("SQLite", "SQLite"): ("sqlite_pipe", "attach_pipe")}
+
+
+def can_stage(source: Connector, destination: Connector) -> bool:
+    """Whether an incremental run's changes may pass through between these two connectors."""
+    return (source.provider, destination.provider) in _STAGING
+
+
+async def stage_changes(source: Connector, destination: Connector, transfer: Transfer, check: int,
+                        lower: Any) -> Any:
+    """For an incremental run: the source rows whose column ``check`` (a position in ``transfer``) is at or above
+    ``lower``, staged in the destination without becoming Python values (an object with ``rows``,
+    ``merge(first, rows, key)`` -> (WriteCounts, highest check value) and ``drop()``); None when this pair or these
+    columns cannot pass rows through."""
+    found = _STAGING.get((source.provider, destination.provider))
+    if found is None or len(transfer.source_columns) != len(transfer.columns):
+        return None
+    module, factory = found
+    return await getattr(importlib.import_module(f"{__package__}.{module}"), factory)(source, destination, transfer,
+                                                                                      check, lower)
+
+
+#: (source provider, destination provider) -> module and function staging an incremental run's changed rows.

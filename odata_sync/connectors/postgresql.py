@@ -294,8 +294,13 @@ class PostgreSQLConnector(Connector):
     async def _upsert_batch(self, table: str, schema: str | None, columns: list[ColumnInfo],
                             rows: Sequence[Sequence[Any]], key: list[str],
                             ready: frozenset[int] = frozenset()) -> WriteCounts:
-        key = [next(c.name for c in columns if c.name.lower() == k.lower()) for k in key]
         stage = await self._stage(table, schema, columns, rows, ready)
+        return await self.merge_staged(table, schema, columns, stage, key)
+
+    async def merge_staged(self, table: str, schema: str | None, columns: list[ColumnInfo], stage: str,
+                           key: list[str]) -> WriteCounts:
+        """Upsert the rows of the temporary table ``stage`` (no key twice) into the table, then drop ``stage``."""
+        key = [next(c.name for c in columns if c.name.lower() == k.lower()) for k in key]
         natives = {c.name: c.native_type.lower() for c in columns}
         target, names = self._target(table, schema), [c.name for c in columns]
         if await self._unique_index_on(target, key):

@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
 from typing import Any
 
 import asyncpg
 
+from . import values
+from .base import WriteCounts
 from .passthrough import Pipe, Transfer
-from .postgresql import PostgreSQLConnector, _count, _q
+from .postgresql import PostgreSQLConnector, _count, _q, _stage_ids
 
 #: Pairs of connections copying at once: the destination's index maintenance and WAL are the bottleneck, and two
 #: backends writing use both cores of a small server.
@@ -37,12 +39,108 @@ def _portable(native: str) -> bool:
     return bare in _BINARY_PORTABLE
 
 
+def _binary_compatible(transfer: Transfer) -> bool:
+    return all(theirs.native_type.lower() == ours.native_type.lower() and _portable(ours.native_type)
+               for theirs, ours in zip(transfer.source_columns, transfer.columns, strict=True))
+
+
 def copy_pipe(source: PostgreSQLConnector, destination: PostgreSQLConnector, transfer: Transfer) -> Pipe | None:
     """The pipe for ``transfer`` (not started), or None when a column's type differs between the two sides."""
-    for theirs, ours in zip(transfer.source_columns, transfer.columns, strict=True):
-        if theirs.native_type.lower() != ours.native_type.lower() or not _portable(ours.native_type):
-            return None
-    return _CopyPipe(source, destination, transfer)
+    return _CopyPipe(source, destination, transfer) if _binary_compatible(transfer) else None
+
+
+async def _pipe(reader: asyncpg.Connection, query: str, args: Sequence[Any], writer: asyncpg.Connection,
+                table: str, columns: list[str], schema: str | None) -> str:
+    """``query``'s rows from ``reader`` into ``table`` on ``writer``, binary COPY into binary COPY; the destination's
+    command status. A failure on either side fails the destination's COPY (its transaction rolls back)."""
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
+
+    async def produce() -> None:
+        try:
+            await reader.copy_from_query(query, *args, output=queue.put, format="binary")
+        except BaseException as exc:
+            await queue.put(exc)
+            raise
+        await queue.put(_END)
+
+    async def feed() -> AsyncIterator[bytes]:
+        while (data := await queue.get()) is not _END:
+            if isinstance(data, BaseException):
+                raise data
+            yield data
+
+    producer = asyncio.create_task(produce())
+    try:
+        status = await writer.copy_to_table(table, source=feed(), columns=columns, schema_name=schema, format="binary")
+        await producer
+    finally:
+        if not producer.done():
+            producer.cancel()
+            with suppress(BaseException):
+                await producer
+    return status
+
+
+async def stage_changes(source: PostgreSQLConnector, destination: PostgreSQLConnector, transfer: Transfer,
+                        check: int, lower: Any) -> StagedChanges | None:
+    """The source rows whose column ``check`` (a position in ``transfer``) is at or above ``lower``, copied in that
+    column's order into a temporary table on the destination's connection, rows never becoming Python values; None
+    when a column's type differs between the two sides."""
+    if not _binary_compatible(transfer):
+        return None
+    staged = StagedChanges(source, destination, transfer, check)
+    await staged.fill(values.coercer(transfer.source_columns[check].canonical)(lower))  # as a read encodes it
+    return staged
+
+
+class StagedChanges:
+    """The changed rows of an incremental run, staged in the destination and numbered in check-column order, so
+    they are merged a batch at a time (``merge``), each batch committed with its highest check value."""
+
+    def __init__(self, source: PostgreSQLConnector, destination: PostgreSQLConnector, transfer: Transfer,
+                 check: int) -> None:
+        self.source, self.destination, self.transfer = source, destination, transfer
+        self.table = f"_odsync_changes_{next(_stage_ids)}"
+        self.rows = 0
+        self._check_source = _q(transfer.source_columns[check].name)
+        self._check = _q(transfer.columns[check].name)
+        self._names = [c.name for c in transfer.columns]
+
+    async def fill(self, lower: Any) -> None:
+        t, destination = self.transfer, self.destination
+        names = ", ".join(_q(n) for n in self._names)
+        async with destination._guard(f"staging the changed rows of {t.table}"):
+            await destination.conn.execute(
+                f"CREATE TEMP TABLE {_q(self.table)} AS SELECT {names} FROM {destination._target(t.table, t.schema)} "
+                f"WITH NO DATA; ALTER TABLE {_q(self.table)} ADD COLUMN _odsync_n bigserial")
+        query = (f"SELECT {', '.join(_q(c.name) for c in t.source_columns)} "
+                 f"FROM {self.source._target(t.source_table, t.source_schema)} "
+                 f"WHERE {self._check_source} >= $1 ORDER BY {self._check_source}")
+        async with self.source._guard(f"reading the changed rows of {t.source_table}"):
+            self.rows = _count(await _pipe(self.source.conn, query, [lower], destination.conn, self.table,
+                                           self._names, None))
+
+    async def merge(self, first: int, rows: int, key: list[str]) -> tuple[WriteCounts, Any]:
+        """Upsert staged rows ``first`` .. ``first + rows - 1`` (0-based) into the table, in the caller's transaction;
+        the counts and the highest check value among them. A key staged twice: its later row wins."""
+        t, destination = self.transfer, self.destination
+        columns = await destination._target_columns(t.table, t.schema, self._names)
+        batch = f"_odsync_stage_{next(_stage_ids)}"
+        within = f"_odsync_n > {int(first)} AND _odsync_n <= {int(first) + int(rows)}"
+        keys = ", ".join(_q(k) for k in key)
+        async with destination._guard(f"upserting into {t.table}"):
+            highest = await destination.conn.fetchval(f"SELECT max({self._check}) FROM {_q(self.table)} "
+                                                      f"WHERE {within}")
+            await destination.conn.execute(
+                f"CREATE TEMP TABLE {_q(batch)} ON COMMIT DROP AS SELECT DISTINCT ON ({keys}) "
+                f"{', '.join(_q(n) for n in self._names)} FROM {_q(self.table)} WHERE {within} "
+                f"ORDER BY {keys}, _odsync_n DESC")
+            counts = await destination.merge_staged(t.table, t.schema, columns, batch, key)
+        return counts, highest
+
+    async def drop(self) -> None:
+        async with self.destination._guard("dropping the staged rows"):
+            await self.destination.conn.execute(f"DROP TABLE IF EXISTS {_q(self.table)}")
 
 
 class _CopyPipe(Pipe):
@@ -122,35 +220,10 @@ class _CopyPipe(Pipe):
         bounds = ([f"ctid >= '({low},0)'::tid"] if low is not None else []) + \
                  ([f"ctid < '({high},0)'::tid"] if high is not None else [])
         query = f"SELECT {self._select} FROM {self._from}" + (f" WHERE {' AND '.join(bounds)}" if bounds else "")
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
-
-        async def produce() -> None:
-            try:
-                await reader.copy_from_query(query, output=queue.put, format="binary")
-            except BaseException as exc:
-                await queue.put(exc)
-                raise
-            await queue.put(_END)
-
-        async def feed() -> AsyncIterator[bytes]:
-            while (data := await queue.get()) is not _END:
-                if isinstance(data, BaseException):
-                    raise data  # the destination COPY fails, so the chunk's transaction rolls back
-                yield data
-
         t = self.transfer
         self._busy.update((reader, writer))
-        producer = asyncio.create_task(produce())
-        try:
-            async with writer.transaction():
-                status = await writer.copy_to_table(t.table, source=feed(), columns=[c.name for c in t.columns],
-                                                    schema_name=t.schema, format="binary")
-            await producer
-        finally:
-            if not producer.done():
-                producer.cancel()
-                with suppress(BaseException):
-                    await producer
+        async with writer.transaction():
+            status = await _pipe(reader, query, (), writer, t.table, [c.name for c in t.columns], t.schema)
         self._busy.difference_update((reader, writer))
         return _count(status)
 

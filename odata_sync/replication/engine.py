@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing, suppress
 from typing import Any
 
-from odata_sync.connectors import CanonicalType, ColumnInfo, Connector, keydiff, passthrough
+from odata_sync.connectors import CanonicalType, ColumnInfo, Connector, keydiff, passthrough, values
 from odata_sync.connectors.sql import quote_ident
 from odata_sync.errors import ODataSyncError
 
@@ -79,6 +79,14 @@ async def run_job(job: JobSettings, tasks: Sequence[TaskSettings], source: Conne
             if not job.continue_on_error:
                 break
     yield RunFinished(run_id, status, tuple(finished), _ms(started))
+
+
+async def _abandon(comparing: asyncio.Future | None) -> None:
+    """Stop a key comparison the task no longer needs (its connections close)."""
+    if comparing is not None:
+        comparing.cancel()
+        with suppress(BaseException):
+            await comparing
 
 
 class _Cancelled(Exception):
@@ -370,12 +378,17 @@ class _TaskRun:
         layout = await self._prepare(columns, chosen, create=create)
         if layout.truncations:
             return None
-        by_name = {c.name: c for c in columns}
+        return await passthrough.open_pipe(self.source, self.destination, await self._transfer(layout))
+
+    async def _transfer(self, layout: tables.Layout) -> passthrough.Transfer:
+        """The layout's columns as a pass-through copy names them (a table source's and the destination's)."""
+        table = self.task.statement.source_table
+        assert table is not None and self.source_columns is not None
+        by_name = {c.name: c for c in self.source_columns}
         ours = {c.name: c for c in await self.destination.list_columns(self.target.name, self.target.schema)}
-        return await passthrough.open_pipe(self.source, self.destination, passthrough.Transfer(
-            table.name, self.source_schema, [by_name[n] for n in layout.source_names], self.target.name,
-            self.target.schema, [ours[n] for n in layout.names],
-            max(self.options.batch_size, passthrough.MIN_CHUNK_ROWS)))
+        return passthrough.Transfer(table.name, self.source_schema, [by_name[n] for n in layout.source_names],
+                                    self.target.name, self.target.schema, [ours[n] for n in layout.names],
+                                    max(self.options.batch_size, passthrough.MIN_CHUNK_ROWS))
 
     async def _load_piped(self, pipe: passthrough.Pipe, chosen: Plan) -> AsyncIterator[Progress]:
         """The load through the pipe: the rows never become Python values."""
@@ -441,23 +454,26 @@ class _TaskRun:
         ordered = self.source.provider not in UNORDERED_SOURCES
         lower = lookback(chosen.resume_from, self.options.lookback_seconds)
         yield self._stage(f"reading rows with {check} >= {lower}")
+        staged, comparing = await self._stage_changes(chosen, lower)
+        if staged is not None or self.added:
+            merging = self._merge_staged(staged, chosen, state, comparing) if staged is not None else \
+                self._fill_new_columns(chosen, state)
+            async with aclosing(merging) as events:
+                async for event in events:
+                    yield event
+            return
         columns, batches = await self._read(where=[(check, ">=", lower)], order_by=[check] if ordered else [])
         async with batches:
             layout = await self._prepare(columns, chosen, create=False)
             if self.added:  # the rows already copied need the new columns' values too
-                self.sync_type = FULL
-                yield self._stage(f"new column(s) {', '.join(self.added)}: every row is read to fill them")
                 await batches.aclose()
-                async for event in self._reconcile(chosen, state):
+                async for event in self._fill_new_columns(chosen, state):
                     yield event
                 return
             check, position = self._check_of(columns, chosen)
             current = self._state(DONE, check, state.mark)
             seen = None
-            # the source's keys are read from here on, after this read began: a key it returned is either still
-            # in the source or deleted since (so deleting it is right)
-            comparing = None if self.options.skip_deleted else \
-                asyncio.ensure_future(self._summarised_missing_keys(layout))
+            comparing = self._compare_keys_meanwhile(layout)
             try:
                 async for batch in batches:
                     rows = layout.shape(batch)
@@ -476,11 +492,82 @@ class _TaskRun:
                     yield self._committed(len(batch))
                     self._check_cancel()
             except BaseException:
-                if comparing is not None:
-                    comparing.cancel()
-                    with suppress(BaseException):
-                        await comparing
+                await _abandon(comparing)
                 raise
+        async for event in self._remove_deleted(layout, current.advanced(seen), comparing):
+            yield event
+
+    async def _fill_new_columns(self, chosen: Plan, state: TableState) -> AsyncIterator[Progress]:
+        """New source columns were added to the destination: every row is read again to fill them."""
+        self.sync_type = FULL
+        yield self._stage(f"new column(s) {', '.join(self.added)}: every row is read to fill them")
+        async for event in self._reconcile(chosen, state):
+            yield event
+
+    def _compare_keys_meanwhile(self, layout: tables.Layout, read_began: asyncio.Event | None = None
+                                ) -> asyncio.Future[list[tuple] | None] | None:
+        """Start looking for deleted keys while the changed rows are written (unless SkipDeleted). The source's keys
+        are fetched once ``read_began`` is set (at once without it: the caller's read has begun)."""
+        if self.options.skip_deleted:
+            return None
+        return asyncio.ensure_future(self._summarised_missing_keys(layout, read_began))
+
+    async def _stage_changes(self, chosen: Plan, lower: Any) -> tuple[Any, asyncio.Future | None]:
+        """The changed rows of a table source staged in the destination without becoming Python values
+        (``passthrough.stage_changes``), when the pair and the columns allow it, and the key comparison started
+        alongside; else (None, None): read them."""
+        table, columns = self.task.statement.source_table, self.source_columns
+        if table is None or columns is None or not passthrough.can_stage(self.source, self.destination):
+            return None, None
+        layout = await self._prepare(columns, chosen, create=False)
+        check, _position = self._check_of(columns, chosen)
+        if self.added or layout.truncations or check not in layout.source_names:
+            return None, None  # (new columns: the caller reads every row to fill them)
+        read_began = asyncio.Event()
+        comparing = self._compare_keys_meanwhile(layout, read_began)
+        try:
+            staged = await passthrough.stage_changes(self.source, self.destination, await self._transfer(layout),
+                                                     layout.source_names.index(check), lower)
+        except BaseException:
+            await _abandon(comparing)
+            raise
+        if staged is None:
+            await _abandon(comparing)
+            return None, None
+        read_began.set()
+        return staged, comparing
+
+    async def _merge_staged(self, staged: Any, chosen: Plan, state: TableState,
+                            comparing: asyncio.Future | None) -> AsyncIterator[Progress]:
+        """The staged changes upserted a batch per commit, each with its highest check value as the mark."""
+        assert self.layout is not None and self.source_columns is not None
+        layout, destination = self.layout, self.destination
+        check, _position = self._check_of(self.source_columns, chosen)
+        canonical = values.coercer(self.check_type) if self.check_type is not None else None
+        current, seen = self._state(DONE, check, state.mark), None
+        try:
+            yield self._stage(f"merging {staged.rows:,} changed rows copied without conversion")
+            for first in range(0, staged.rows, self.options.batch_size):
+                rows = min(self.options.batch_size, staged.rows - first)
+                self.pending = rows
+                async with destination.transaction(durable=False):
+                    counts, highest = await staged.merge(first, rows, layout.key)
+                    seen = _higher(seen, canonical(highest) if canonical and highest is not None else highest)
+                    if current.advanced(seen) is not current:
+                        current = current.advanced(seen)
+                        await self.states.save(current)
+                self.pending = 0
+                self.rows_read += rows
+                self.inserted += counts.inserted
+                self.updated += counts.updated
+                yield self._committed(rows)
+                self._check_cancel()
+        except BaseException:
+            await _abandon(comparing)
+            raise
+        finally:
+            with suppress(ODataSyncError):
+                await staged.drop()
         async for event in self._remove_deleted(layout, current.advanced(seen), comparing):
             yield event
 
@@ -508,7 +595,8 @@ class _TaskRun:
         if keyset is not None:
             await keyset.drop()
 
-    async def _summarised_missing_keys(self, layout: tables.Layout) -> list[tuple] | None:
+    async def _summarised_missing_keys(self, layout: tables.Layout,
+                                       read_began: asyncio.Event | None = None) -> list[tuple] | None:
         """The destination keys the source lacks, found from summaries of key ranges (``connectors.keydiff``) when
         the pair supports it; None when every key must be compared."""
         table = self.task.statement.source_table
@@ -520,7 +608,7 @@ class _TaskRun:
             return None
         found = await keydiff.missing_keys(self.source, self.destination, keydiff.KeyComparison(
             table.name, self.source_schema, source_key, self.target.name, self.target.schema,
-            layout.columns[position]))
+            layout.columns[position]), read_began)
         return None if found is None else [(key,) for key in found]
 
     async def _collect_keys(self, keyset: KeySet, layout: tables.Layout) -> None:

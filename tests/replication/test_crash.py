@@ -167,7 +167,8 @@ def test_killed_full_load(request, tmp_path, source, destination):
 
 
 # PostgreSQL -> SQLite upserts cost O(table x batch) in the SQLite connector today: a smaller table there
-INCREMENTAL_CASES = [("SQLite", "PostgreSQL", 200_000, 1_000), ("PostgreSQL", "SQLite", 30_000, 150)]
+INCREMENTAL_CASES = [("SQLite", "PostgreSQL", 200_000, 1_000), ("PostgreSQL", "SQLite", 30_000, 150),
+                     ("PostgreSQL", "PostgreSQL", 200_000, 1_000)]  # the last: changes staged in the destination
 
 
 @pytest.mark.parametrize("source, destination, rows, batch", INCREMENTAL_CASES,
