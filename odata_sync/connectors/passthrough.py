@@ -91,7 +91,8 @@ async def open_pipe(source: Connector, destination: Connector, transfer: Transfe
 
 #: (source provider, destination provider) -> module and function making the pipe (imported when first used).
 _PAIRS = {("PostgreSQL", "PostgreSQL"): ("postgresql_pipe", "copy_pipe"),
-          ("SQLite", "SQLite"): ("sqlite_pipe", "attach_pipe")}
+          ("SQLite", "SQLite"): ("sqlite_pipe", "attach_pipe"),
+          ("SQLite", "PostgreSQL"): ("sqlite_pg_pipe", "text_copy_pipe")}
 
 
 def can_stage(source: Connector, destination: Connector) -> bool:
@@ -114,3 +115,4 @@ async def stage_changes(source: Connector, destination: Connector, transfer: Tra
 
 
 #: (source provider, destination provider) -> module and function staging an incremental run's changed rows.
+_STAGING = {("PostgreSQL", "PostgreSQL"): ("postgresql_pipe", "stage_changes")}

@@ -1,6 +1,6 @@
 """A replication run in its own process, for the crash tests to SIGKILL: ``python -m tests.replication.crash_worker
 SPEC.json``. SPEC names the source and destination (provider and connection string), the query, the job's settings
-and a progress file, to which one line is appended (and flushed) per event: ``batch <rows done>``, ``stage <what>``,
+the pass-through's chunk size (``chunk_rows``, optional) and a progress file, to which one line is appended (and flushed) per event: ``batch <rows done>``, ``stage <what>``,
 ``finished <status>``. The test watches that file to kill the process at a chosen point."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import asyncio
 import json
 import sys
 
-from odata_sync.connectors import open_connector
+from odata_sync.connectors import open_connector, passthrough
 from odata_sync.replication import (
     BatchCommitted,
     JobSettings,
@@ -22,6 +22,8 @@ from odata_sync.replication import (
 
 
 async def main(spec: dict) -> int:
+    if "chunk_rows" in spec:  # pass-through loads commit chunks of this size (else at least 50,000 rows)
+        passthrough.MIN_CHUNK_ROWS = spec["chunk_rows"]
     source = open_connector(*spec["source"])
     destination = open_connector(*spec["destination"])
     job = JobSettings.from_row({"JobName": "crash", "Source": "src", "Destination": "dst", **spec.get("job", {})})

@@ -158,7 +158,7 @@ def test_killed_full_load(request, tmp_path, source, destination):
     src, dst = _places(request, tmp_path, source, destination)
     asyncio.run(src.make_orders(FULL_ROWS))
     source_rows = asyncio.run(_row_hashes(src))
-    spec = _spec(src, dst, BatchSize=FULL_BATCH)
+    spec = {**_spec(src, dst, BatchSize=FULL_BATCH), "chunk_rows": FULL_BATCH}  # pass-through chunks: batches
     for kill_after in (1, 9):  # each restart loads from the beginning: kill once early, once past the middle
         _kill_when(spec, tmp_path, _batches(kill_after))
         copied = asyncio.run(_assert_partial_load(source_rows, dst))
