@@ -92,6 +92,7 @@ async def open_pipe(source: Connector, destination: Connector, transfer: Transfe
 #: (source provider, destination provider) -> module and function making the pipe (imported when first used).
 _PAIRS = {("PostgreSQL", "PostgreSQL"): ("postgresql_pipe", "copy_pipe"),
           ("SQLite", "SQLite"): ("sqlite_pipe", "attach_pipe"),
+          ("PostgreSQL", "SQLite"): ("pg_sqlite_pipe", "pg_sqlite_pipe"),
           ("SQLite", "PostgreSQL"): ("sqlite_pg_pipe", "text_copy_pipe")}
 
 

@@ -128,8 +128,10 @@ class PostgreSQLConnector(Connector):
             return ConnectionFailed(message)
         if isinstance(exc, ssl.SSLError | OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
             return ConnectionFailed(self._scrub(f"PostgreSQL: {' '.join(str(exc).split()) or type(exc).__name__}"))
-        if isinstance(exc, OverflowError):  # raised while encoding a value that does not fit its column
-            return BadRequest(self._scrub(f"PostgreSQL: a value does not fit its column: {exc}"))
+        if isinstance(exc, OverflowError | ValueError):  # a value that does not fit its column, or one read that
+            # Python cannot hold (year 10000, a BC date, 24:00:00)
+            return BadRequest(self._scrub(f"PostgreSQL: a value is out of range ({exc}); dates and times must lie "
+                                          f"within 0001-01-01 .. 9999-12-31 23:59:59.999999"))
         return None
 
     def _target(self, table: str, schema: str | None) -> str:

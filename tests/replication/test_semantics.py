@@ -144,6 +144,23 @@ async def test_select_with_declared_columns_and_key(tmp_path, pg_source_url):
         await dst.close()
 
 
+@pytest.mark.parametrize("value", ["'10000-01-01'::date", "'0044-03-15 BC'::date", "'24:00:00'::time"])
+async def test_a_value_python_cannot_hold_fails_the_task_not_the_run(tmp_path, pg_source_url, value):
+    """PostgreSQL has dates and times beyond Python's: the task reading one fails saying so, the next still runs."""
+    src_place, dst_place = make_place("PostgreSQL", tmp_path, pg_source_url), make_place("SQLite", tmp_path)
+    await src_place.make_orders(100)
+    src, dst = src_place.connector(), dst_place.connector()
+    try:
+        outcome = await replicate(src, dst, [f"REPLICATE [far] SELECT id, {value} AS v FROM orders",
+                                             "REPLICATE [orders]"], ContinueOnError=True)
+        far, orders_task = outcome.finished.tasks
+        assert far.status == FAILED and "out of range" in far.error, far.error
+        assert orders_task.status == SUCCESS, orders_task.error
+    finally:
+        await src.close()
+        await dst.close()
+
+
 async def test_windowed_initial_load_commits_one_window_at_a_time_and_resumes(sqlite_pair):
     src_path, dst_path, src, dst = sqlite_pair
     # updated_at runs from 2024-01-01 00:00:09 by 9 s: 2,000 rows span five hours
