@@ -1,11 +1,13 @@
-"""Pass-through full loads between two databases of the same engine: rows go from the source to the destination in
-the engine's own format and never become Python values, which is what makes a same-engine copy as fast as the
-engine's own bulk tools.
+"""Pass-through copies: rows go from the source to the destination in the databases' own bulk formats and never
+become Python values of their types, which is what makes a copy as fast as the databases' own bulk tools.
 
-The engine asks ``open_pipe`` for a pipe when it loads a whole table into a table it just emptied or created; a pipe
-exists only when every written column has exactly the same type on both sides (so nothing needs converting). Each
-chunk of rows is committed on its own as it arrives, like a batch of the normal path; ``chunks()`` yields the rows
-of each committed chunk, so the caller reports progress and stops between chunks to cancel.
+The engine asks ``open_pipe`` for a pipe when it loads a whole table into a table it just emptied or created:
+PostgreSQL → PostgreSQL (binary COPY), SQLite → SQLite (the source attached), SQLite → PostgreSQL (COPY text rendered
+by SQLite) and PostgreSQL → SQLite (COPY text rendered by PostgreSQL). A pipe stores every value exactly as the normal
+path would; where it cannot prove that for a column's types, there is no pipe. Each chunk of rows is committed on
+its own as it arrives, like a batch of the normal path; ``chunks()`` yields the rows of each committed chunk, so the
+caller reports progress and stops between chunks to cancel. ``stage_changes`` does the same for an incremental run's
+changed rows (PostgreSQL → PostgreSQL).
 """
 
 from __future__ import annotations

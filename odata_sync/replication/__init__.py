@@ -34,13 +34,21 @@ Choices where the API leaves room:
   last commit. IncrementalLookback defaults to 5 seconds, applies to date/time check columns only (integer marks are
   read with ``>=`` as they are); rows it re-reads unchanged are neither written nor counted.
 - Deletes: PostgreSQL → PostgreSQL with one integer key compares per-range summaries of the keys on both servers and
-  fetches only the keys of ranges that differ (``connectors.keydiff``); otherwise every source key is written to a
+  fetches only the keys of ranges that differ (``connectors.keydiff``, on connections of its own, while the changed
+  rows are written; the source's keys are fetched only after the read of the changed rows began, so a key that read
+  returned is never deleted unless the source lost it since); otherwise every source key is written to a
   scratch table on the destination and one anti-join DELETE removes the rest (memory stays bounded); a CSV
   destination keeps the keys in memory instead. SkipDeleted turns it off.
-- A full load of a table between two databases of the same engine (PostgreSQL, SQLite) is a pass-through
-  (``connectors.passthrough``): rows never become Python values, and each chunk of max(BatchSize, 50,000) rows is
-  committed on its own. A PostgreSQL destination table created by a load gets its primary key after the rows are in,
-  in the final commit (a source with duplicate keys fails there; the next run loads again).
+- A full load of a table between PostgreSQL and SQLite, in any direction, is a pass-through
+  (``connectors.passthrough``): rows travel in the databases' own bulk formats and never become Python values of
+  their types (each value stored exactly as the normal path stores it), and each chunk of max(BatchSize, 50,000)
+  rows is committed on its own. A PostgreSQL destination table created by a load gets its primary key after the rows
+  are in, in the final commit (a source with duplicate keys fails there; the next run loads again). An incremental
+  PostgreSQL → PostgreSQL run copies its changed rows by binary COPY into a temporary table of the destination and
+  merges them a batch per commit (each with its highest check value as the mark).
+- PostgreSQL upserts use ``INSERT … ON CONFLICT`` when a unique index on the key exists (one index probe per row),
+  else delete-changed-then-insert-missing. Batch commits need not wait for the disk (``synchronous_commit = off``):
+  a crash may lose the latest batches, never part of one, and the run's final commit waits for all of them.
 - A killed full load is redone from the start (its table emptied in the first batch's transaction); a killed
   reconcile is redone; a killed incremental or windowed run resumes from its committed mark.
 - ReplicateStartDate also bounds reconciles (rows below it are never replicated); windows are ``[lo, lo+interval)``
