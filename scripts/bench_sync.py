@@ -60,7 +60,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import sqlite3
 import string
 import subprocess
@@ -73,7 +72,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import REPO, BenchError, Server, log, stop_on_sigterm, tail_text
+from benchlib import REPO, BenchError, Server, log, stop_group, stop_on_sigterm, tail_text
 
 DEFAULT_BENCH_DIR = Path(os.environ.get("ODATA_BENCH_DIR", "/work/shared/bench"))
 DEFAULT_DLT_VENV = Path.home() / ".cache" / "bench-dlt"
@@ -278,14 +277,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None 
         try:
             out, _ = proc.communicate()
         except BaseException:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_group(proc, 10)
             raise
         wall = time.perf_counter() - t0
         m = RSS_RE.search(Path(time_file).read_text(errors="replace"))

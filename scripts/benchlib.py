@@ -41,6 +41,18 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to the process group of ``proc`` (started with ``start_new_session``), SIGKILL after ``grace`` s."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
 class Server:
     """``python -m odata_sync serve`` as a subprocess in its own session, its output in ``log_path``."""
 
@@ -77,16 +89,8 @@ class Server:
     def stop(self) -> None:
         """SIGTERM to its process group, SIGKILL if it does not end within 15 s."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        if proc is not None and proc.poll() is None:
+            stop_group(proc, 15)
 
     def __enter__(self) -> Server:
         self.start()

@@ -16,9 +16,9 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from .base import ColumnInfo, Connector
+from .base import ColumnInfo, Connector, WriteCounts
 
 #: A chunk is at least this many rows (more when the batch size asks for more): a chunk's fixed cost (two COPY
 #: statements and a commit) stays small next to its rows.
@@ -76,11 +76,8 @@ def can_pipe(source: Connector, destination: Connector) -> bool:
 async def open_pipe(source: Connector, destination: Connector, transfer: Transfer) -> Pipe | None:
     """A started pipe for ``transfer``, or None when the rows must go the normal way (the types differ, an unknown
     pair)."""
-    found = _PAIRS.get((source.provider, destination.provider))
-    if found is None or len(transfer.source_columns) != len(transfer.columns):
-        return None
-    module, factory = found
-    pipe = getattr(importlib.import_module(f"{__package__}.{module}"), factory)(source, destination, transfer)
+    factory = _factory(_PAIRS, source, destination, transfer)
+    pipe = factory(source, destination, transfer) if factory is not None else None
     if pipe is None:
         return None
     try:
@@ -91,11 +88,17 @@ async def open_pipe(source: Connector, destination: Connector, transfer: Transfe
     return pipe
 
 
-#: (source provider, destination provider) -> module and function making the pipe (imported when first used).
-_PAIRS = {("PostgreSQL", "PostgreSQL"): ("postgresql_pipe", "copy_pipe"),
-          ("SQLite", "SQLite"): ("sqlite_pipe", "attach_pipe"),
-          ("PostgreSQL", "SQLite"): ("pg_sqlite_pipe", "pg_sqlite_pipe"),
-          ("SQLite", "PostgreSQL"): ("sqlite_pg_pipe", "text_copy_pipe")}
+class Staged(Protocol):
+    """An incremental run's changed rows, staged in the destination in check-column order."""
+
+    rows: int
+
+    async def merge(self, first: int, rows: int, key: list[str]) -> tuple[WriteCounts, Any]:
+        """Upsert staged rows ``first`` .. ``first + rows - 1`` in the caller's transaction: the counts and the
+        highest check value among them."""
+
+    async def drop(self) -> None:
+        """Discard the staged rows."""
 
 
 def can_stage(source: Connector, destination: Connector) -> bool:
@@ -104,18 +107,28 @@ def can_stage(source: Connector, destination: Connector) -> bool:
 
 
 async def stage_changes(source: Connector, destination: Connector, transfer: Transfer, check: int,
-                        lower: Any) -> Any:
+                        lower: Any) -> Staged | None:
     """For an incremental run: the source rows whose column ``check`` (a position in ``transfer``) is at or above
-    ``lower``, staged in the destination without becoming Python values (an object with ``rows``,
-    ``merge(first, rows, key)`` -> (WriteCounts, highest check value) and ``drop()``); None when this pair or these
-    columns cannot pass rows through."""
-    found = _STAGING.get((source.provider, destination.provider))
+    ``lower``, staged in the destination without becoming Python values; None when this pair or these columns
+    cannot pass rows through."""
+    factory = _factory(_STAGING, source, destination, transfer)
+    return await factory(source, destination, transfer, check, lower) if factory is not None else None
+
+
+def _factory(registry: dict[tuple[str, str], tuple[str, str]], source: Connector, destination: Connector,
+             transfer: Transfer) -> Any:
+    """The function ``registry`` names for this pair (its module imported when first used), or None."""
+    found = registry.get((source.provider, destination.provider))
     if found is None or len(transfer.source_columns) != len(transfer.columns):
         return None
-    module, factory = found
-    return await getattr(importlib.import_module(f"{__package__}.{module}"), factory)(source, destination, transfer,
-                                                                                      check, lower)
+    module, name = found
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
+#: (source provider, destination provider) -> module and function making the pipe.
+_PAIRS = {("PostgreSQL", "PostgreSQL"): ("postgresql_pipe", "copy_pipe"),
+          ("SQLite", "SQLite"): ("sqlite_pipe", "attach_pipe"),
+          ("PostgreSQL", "SQLite"): ("pg_sqlite_pipe", "pg_sqlite_pipe"),
+          ("SQLite", "PostgreSQL"): ("sqlite_pg_pipe", "text_copy_pipe")}
 #: (source provider, destination provider) -> module and function staging an incremental run's changed rows.
 _STAGING = {("PostgreSQL", "PostgreSQL"): ("postgresql_pipe", "stage_changes")}

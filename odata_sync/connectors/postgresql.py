@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -21,7 +21,6 @@ from .sql import (
     brackets_to_quotes,
     build_select,
     column_definitions,
-    conflict_upsert_statement,
     delete_statement,
     merge_statements,
     quote_ident,
@@ -79,6 +78,25 @@ def _differs(native: dict[str, str]) -> Any:
             return f"{left}::text IS DISTINCT FROM {right}::text"
         return f"{left} IS DISTINCT FROM {right}"
     return differs
+
+
+def _conflict_upsert(target: str, stage: str, columns: Sequence[str], key: Sequence[str],
+                     differs: Callable[[str, str, str], str]) -> str:
+    """One statement upserting a staged batch through the unique index on ``key`` (``INSERT … ON CONFLICT``): one
+    index probe per staged row, where ``merge_statements``' delete may scan the whole target. It returns one row:
+    the rows inserted and the rows updated (a new row's ``xmax`` is 0); a row equal to the staged one is not touched."""
+    names = ", ".join(_q(c) for c in columns)
+    keys = ", ".join(_q(k) for k in key)
+    others = [c for c in columns if c not in key]
+    if others:
+        assign = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in others)
+        diff = " OR ".join(differs(f"EXCLUDED.{_q(c)}", f"_t.{_q(c)}", c) for c in others)
+        action = f"DO UPDATE SET {assign} WHERE {diff}"
+    else:
+        action = "DO NOTHING"
+    return (f"WITH _w AS (INSERT INTO {target} AS _t ({names}) SELECT {names} FROM {stage} "
+            f"ON CONFLICT ({keys}) {action} RETURNING _t.xmax = 0 AS _new) "
+            f"SELECT count(*) FILTER (WHERE _new), count(*) FILTER (WHERE NOT _new) FROM _w")
 
 
 class _Reader:
@@ -307,7 +325,7 @@ class PostgreSQLConnector(Connector):
         target, names = self._target(table, schema), [c.name for c in columns]
         if await self._unique_index_on(target, key):
             inserted, updated = await self.conn.fetchrow(
-                conflict_upsert_statement(target, _q(stage), names, key, _q, _differs(natives)))
+                _conflict_upsert(target, _q(stage), names, key, _differs(natives)))
         else:  # no index to resolve conflicts with (a table made elsewhere): delete changed rows, insert missing
             delete, insert = merge_statements(target, _q(stage), names, key, _q, _differs(natives))
             updated = _count(await self.conn.execute(delete))

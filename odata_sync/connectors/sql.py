@@ -151,26 +151,6 @@ def merge_statements(target: str, stage: str, columns: Sequence[str], key: Seque
     return delete, insert
 
 
-def conflict_upsert_statement(target: str, stage: str, columns: Sequence[str], key: Sequence[str],
-                              quote: Callable[[str], str], differs: Callable[[str, str, str], str]) -> str:
-    """One statement upserting a staged batch through the unique index on ``key`` (``INSERT … ON CONFLICT``): one
-    index probe per staged row, where ``merge_statements``' delete may scan the whole target. It returns one row:
-    the rows inserted and the rows updated; a row equal to the staged one is not touched (PostgreSQL: a new row's
-    ``xmax`` is 0)."""
-    names = ", ".join(quote(c) for c in columns)
-    keys = ", ".join(quote(k) for k in key)
-    others = [c for c in columns if c not in key]
-    if others:
-        assign = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in others)
-        diff = " OR ".join(differs(f"EXCLUDED.{quote(c)}", f"_t.{quote(c)}", c) for c in others)
-        action = f"DO UPDATE SET {assign} WHERE {diff}"
-    else:
-        action = "DO NOTHING"
-    return (f"WITH _w AS (INSERT INTO {target} AS _t ({names}) SELECT {names} FROM {stage} "
-            f"ON CONFLICT ({keys}) {action} RETURNING _t.xmax = 0 AS _new) "
-            f"SELECT count(*) FILTER (WHERE _new), count(*) FILTER (WHERE NOT _new) FROM _w")
-
-
 def delete_statement(target: str, stage: str, key: Sequence[str], quote: Callable[[str], str], *,
                      join_delete: bool = False, rowid_delete: bool = False) -> str:
     """Delete the rows of ``target`` whose key is staged in ``stage``."""

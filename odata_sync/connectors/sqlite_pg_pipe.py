@@ -32,6 +32,7 @@ from .base import ColumnInfo
 from .passthrough import Pipe, Transfer
 from .postgresql import PostgreSQLConnector, _count
 from .sqlite import SQLiteConnector, _q
+from .sqlite_pipe import highest, rowid_ranges
 from .types import _split
 
 #: Rows per string SQLite renders: Python handles one object per block, and a chunk's COPY starts after one block.
@@ -203,14 +204,7 @@ class _TextCopyPipe(Pipe):
             self._blob = conn.execute("PRAGMA encoding").fetchone()[0] == "UTF-8"
             conn.execute("BEGIN")  # one snapshot for every chunk and the highest check value
             self._began = True
-            try:
-                low, high = conn.execute(f"SELECT min(_rowid_), max(_rowid_) FROM {self._from}").fetchone()
-            except sqlite3.OperationalError:  # WITHOUT ROWID tables and views have no rowid
-                return [(None, None)]
-            if low is None:
-                return []
-            starts = list(range(low, high + 1, chunk))
-            return [(start, starts[i + 1] if i + 1 < len(starts) else None) for i, start in enumerate(starts)]
+            return rowid_ranges(conn, self._from, chunk)
 
         async with self.source._guard(f"starting to read {self.transfer.source_table}"):
             self._ranges = await self.source._run(begin)
@@ -221,12 +215,7 @@ class _TextCopyPipe(Pipe):
                             + ("" if self._fast else ", escaped in SQL"))
 
     async def highest(self, column: str) -> Any:
-        sql = f"SELECT max({_q(column)}) FROM {self._from}"
-        async with self.source._guard(f"reading the highest {column}"):
-            raw = (await self.source._run(lambda: self.source.conn.execute(sql).fetchone()))[0]
-        found = next((c for c in self.transfer.source_columns if c.name == column), None)
-        coerce = values.coercer(found.canonical) if found is not None and raw is not None else None
-        return coerce(raw) if coerce else raw
+        return await highest(self.source, self._from, self.transfer, column)
 
     # --- rendering (on the SQLite thread) ---------------------------------------------------------------------------
 

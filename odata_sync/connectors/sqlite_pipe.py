@@ -35,6 +35,29 @@ def attach_pipe(source: SQLiteConnector, destination: SQLiteConnector, transfer:
     return _AttachPipe(source, destination, transfer)
 
 
+def rowid_ranges(conn: sqlite3.Connection, table: str, chunk: int) -> list[tuple[int | None, int | None]]:
+    """``table`` cut into rowid ranges of ``chunk`` rowids (the last open-ended); one open range for a table without
+    rowids or a view, none for an empty table."""
+    try:
+        low, high = conn.execute(f"SELECT min(_rowid_), max(_rowid_) FROM {table}").fetchone()
+    except sqlite3.OperationalError:  # WITHOUT ROWID tables and views have no rowid
+        return [(None, None)]
+    if low is None:
+        return []
+    starts = list(range(low, high + 1, chunk))
+    return [(start, starts[i + 1] if i + 1 < len(starts) else None) for i, start in enumerate(starts)]
+
+
+async def highest(connector: SQLiteConnector, table: str, transfer: Transfer, column: str) -> Any:
+    """The highest value of a source column of ``table`` (read on ``connector``), as the normal path reads it."""
+    sql = f"SELECT max({_q(column)}) FROM {table}"
+    async with connector._guard(f"reading the highest {column}"):
+        raw = (await connector._run(lambda: connector.conn.execute(sql).fetchone()))[0]
+    found = next((c for c in transfer.source_columns if c.name == column), None)
+    coerce = values.coercer(found.canonical) if found is not None and raw is not None else None
+    return coerce(raw) if coerce else raw
+
+
 class _AttachPipe(Pipe):
     def __init__(self, source: SQLiteConnector, destination: SQLiteConnector, transfer: Transfer) -> None:
         self.source, self.destination, self.transfer = source, destination, transfer
@@ -94,15 +117,7 @@ class _AttachPipe(Pipe):
             self._attached = True
             for name, function in self._functions.items():
                 self.destination.conn.create_function(name, 1, function, deterministic=True)
-            try:
-                low, high = self.destination.conn.execute(f"SELECT min(_rowid_), max(_rowid_) FROM {self._from}") \
-                    .fetchone()
-            except sqlite3.OperationalError:  # WITHOUT ROWID tables and views have no rowid
-                return [(None, None)]
-            if low is None:
-                return []
-            starts = list(range(low, high + 1, chunk))
-            return [(start, starts[i + 1] if i + 1 < len(starts) else None) for i, start in enumerate(starts)]
+            return rowid_ranges(self.destination.conn, self._from, chunk)
 
         async with self.destination._guard(f"attaching {self.source.path}"):
             await self.destination._open_for_write()
@@ -110,12 +125,7 @@ class _AttachPipe(Pipe):
         self.description = f"INSERT ... SELECT from the attached source file, {len(self._ranges)} chunk(s)"
 
     async def highest(self, column: str) -> Any:
-        sql = f"SELECT max({_q(column)}) FROM {self._from}"
-        async with self.destination._guard(f"reading the highest {column}"):
-            raw = (await self.destination._run(lambda: self.destination.conn.execute(sql).fetchone()))[0]
-        found = next((c for c in self.transfer.source_columns if c.name == column), None)
-        coerce = values.coercer(found.canonical) if found is not None and raw is not None else None
-        return coerce(raw) if coerce else raw
+        return await highest(self.destination, self._from, self.transfer, column)
 
     async def chunks(self) -> AsyncIterator[int]:
         t = self.transfer

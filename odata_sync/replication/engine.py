@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing, suppress
 from typing import Any
 
-from odata_sync.connectors import CanonicalType, ColumnInfo, Connector, keydiff, passthrough, values
+from odata_sync.connectors import CanonicalType, ColumnInfo, Connector, WriteCounts, keydiff, passthrough, values
 from odata_sync.connectors.sql import quote_ident
 from odata_sync.errors import ODataSyncError
 
@@ -163,6 +163,14 @@ class _TaskRun:
     def _committed(self, rows: int) -> BatchCommitted:
         return BatchCommitted(self.task.task_id, self.index, rows, self.rows_read, self.estimate, self.inserted,
                               self.updated, self.deleted)
+
+    def _upserted(self, rows: int, counts: WriteCounts) -> BatchCommitted:
+        """Count a committed upsert batch of ``rows`` source rows; the event reporting it."""
+        self.pending = 0
+        self.rows_read += rows
+        self.inserted += counts.inserted
+        self.updated += counts.updated
+        return self._committed(rows)
 
     def _check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -427,12 +435,8 @@ class _TaskRun:
                                                             canonical=layout.incoming)
                     if keyset is not None:
                         await keyset.add(layout.keys(rows))
-                self.pending = 0
                 mark = _higher(mark, _batch_max(batch, position))
-                self.rows_read += len(batch)
-                self.inserted += counts.inserted
-                self.updated += counts.updated
-                yield self._committed(len(batch))
+                yield self._upserted(len(batch), counts)
                 self._check_cancel()
         if keyset is not None:
             yield self._stage("deleting the rows the source no longer has")
@@ -485,11 +489,7 @@ class _TaskRun:
                         if ordered and current.advanced(seen) is not current:
                             current = current.advanced(seen)
                             await self.states.save(current)
-                    self.pending = 0
-                    self.rows_read += len(batch)
-                    self.inserted += counts.inserted
-                    self.updated += counts.updated
-                    yield self._committed(len(batch))
+                    yield self._upserted(len(batch), counts)
                     self._check_cancel()
             except BaseException:
                 await _abandon(comparing)
@@ -512,7 +512,8 @@ class _TaskRun:
             return None
         return asyncio.ensure_future(self._summarised_missing_keys(layout, read_began))
 
-    async def _stage_changes(self, chosen: Plan, lower: Any) -> tuple[Any, asyncio.Future | None]:
+    async def _stage_changes(self, chosen: Plan, lower: Any
+                             ) -> tuple[passthrough.Staged | None, asyncio.Future | None]:
         """The changed rows of a table source staged in the destination without becoming Python values
         (``passthrough.stage_changes``), when the pair and the columns allow it, and the key comparison started
         alongside; else (None, None): read them."""
@@ -537,7 +538,7 @@ class _TaskRun:
         read_began.set()
         return staged, comparing
 
-    async def _merge_staged(self, staged: Any, chosen: Plan, state: TableState,
+    async def _merge_staged(self, staged: passthrough.Staged, chosen: Plan, state: TableState,
                             comparing: asyncio.Future | None) -> AsyncIterator[Progress]:
         """The staged changes upserted a batch per commit, each with its highest check value as the mark."""
         assert self.layout is not None and self.source_columns is not None
@@ -556,11 +557,7 @@ class _TaskRun:
                     if current.advanced(seen) is not current:
                         current = current.advanced(seen)
                         await self.states.save(current)
-                self.pending = 0
-                self.rows_read += rows
-                self.inserted += counts.inserted
-                self.updated += counts.updated
-                yield self._committed(rows)
+                yield self._upserted(rows, counts)
                 self._check_cancel()
         except BaseException:
             await _abandon(comparing)

@@ -3,6 +3,7 @@ helper that runs a job and collects its events."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -10,11 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from odata_sync.connectors import Connector, open_connector
-from odata_sync.replication import JobSettings, RunFinished, TaskFinished, TaskSettings, run_job
+from odata_sync.connectors import Connector, open_connector, passthrough
+from odata_sync.replication import (
+    SUCCESS,
+    BatchCommitted,
+    JobSettings,
+    RunFinished,
+    TaskFinished,
+    TaskSettings,
+    TaskStage,
+    TaskStarted,
+    run_job,
+)
 from tests.connectors.conftest import server_connection_string
 from tests.databases import mysql_database, postgres_database
 from tests.replication import source as orders
+from tests.replication.checksum import checksum
 
 
 @pytest.fixture
@@ -125,12 +137,53 @@ class Outcome:
 
 
 async def replicate(source: Connector, destination: Connector, queries: Sequence[str] | str = "REPLICATE [orders]",
-                    *, force_full: bool = False, cancel=None, **job) -> Outcome:
-    """Run one job of ``queries`` and return its events; the job's settings come from ``job`` (API names)."""
+                    *, force_full: bool = False, cancel_after: int | None = None, **job) -> Outcome:
+    """Run one job of ``queries`` and return its events; the job's settings come from ``job`` (API names).
+    ``cancel_after``: ask the run to stop (CancelJob, graceful) once that many batches have committed."""
     if isinstance(queries, str):
         queries = [queries]
     settings = JobSettings.from_row({"JobName": "test", "Source": "src", "Destination": "dst", **job})
     tasks = [TaskSettings(query=q, task_id=i, index=i) for i, q in enumerate(queries, 1)]
-    events = [e async for e in run_job(settings, tasks, source, destination, force_full=force_full, cancel=cancel)]
+    cancel, events = asyncio.Event(), []
+    async for event in run_job(settings, tasks, source, destination, force_full=force_full, cancel=cancel):
+        events.append(event)
+        if cancel_after is not None and sum(isinstance(e, BatchCommitted) for e in events) >= cancel_after:
+            cancel.set()
     assert isinstance(events[-1], RunFinished)
     return Outcome(events, events[-1])
+
+
+PIPE_CHUNK = 1_000
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pass-through chunks of about ``PIPE_CHUNK`` rows, so a small table is cut in many."""
+    monkeypatch.setattr(passthrough, "MIN_CHUNK_ROWS", PIPE_CHUNK)
+
+
+def piped(outcome: Outcome) -> list[str]:
+    """The stages saying a load went through a pass-through pipe."""
+    return [e.stage for e in outcome.of(TaskStage) if e.stage.startswith("copying without conversion")]
+
+
+async def load_again_converges(source: Connector, destination: Connector, **job) -> Outcome:
+    """After a full load that did not finish: the next run loads everything again and leaves an exact copy."""
+    again = await replicate(source, destination, **job)
+    assert again.task.status == SUCCESS, again.task.error
+    assert again.of(TaskStarted)[0].reason.startswith("the previous full load did not finish")
+    assert await checksum(source, "orders", orders.COLUMNS) == await checksum(destination, "orders", orders.COLUMNS)
+    return again
+
+
+async def change_and_converge(place: Place, source: Connector, destination: Connector, rows: int,
+                              **job) -> Outcome:
+    """After a full load of ``rows`` orders: the 1% change in the source, then an incremental run that reads only
+    the changed rows and leaves an exact copy."""
+    await place.change_orders(rows)
+    incremental = await replicate(source, destination, **job)
+    assert incremental.task.status == SUCCESS, incremental.task.error
+    assert incremental.of(TaskStarted)[0].mode == "incremental"
+    assert incremental.task.rows_read < rows // 10
+    assert await checksum(source, "orders", orders.COLUMNS) == await checksum(destination, "orders", orders.COLUMNS)
+    return incremental

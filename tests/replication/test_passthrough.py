@@ -3,7 +3,6 @@ over two connection pairs, SQLite → SQLite through an attached file; the prima
 
 from __future__ import annotations
 
-import asyncio
 import random
 import sqlite3
 import struct
@@ -17,28 +16,15 @@ from odata_sync.replication import (
     FAILED,
     SUCCESS,
     BatchCommitted,
-    JobSettings,
-    TaskSettings,
     TaskStage,
     TaskStarted,
-    run_job,
 )
 from tests.replication import source as orders
 from tests.replication.checksum import checksum, duplicate_keys
-from tests.replication.conftest import make_place, replicate
+from tests.replication.conftest import PIPE_CHUNK as CHUNK
+from tests.replication.conftest import change_and_converge, load_again_converges, make_place, piped, replicate
 
 N = 12_000
-CHUNK = 1_000
-
-
-@pytest.fixture
-def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks of about 1,000 rows, so a small table is cut in many."""
-    monkeypatch.setattr(passthrough, "MIN_CHUNK_ROWS", CHUNK)
-
-
-def piped(outcome) -> list[str]:
-    return [e.stage for e in outcome.of(TaskStage) if e.stage.startswith("copying without conversion")]
 
 
 def merged(outcome) -> list[str]:
@@ -66,12 +52,7 @@ async def test_pipe_copies_in_chunks_and_converges(places, small_chunks, source,
         assert await key_columns(dst, "orders") == ["id"]
 
         # the mark saved by the piped load is right: the incremental run reads only the changed rows
-        await src_place.change_orders(N)
-        incremental = await replicate(src, dst, BatchSize=CHUNK)
-        assert incremental.task.status == SUCCESS, incremental.task.error
-        assert incremental.of(TaskStarted)[0].mode == "incremental"
-        assert incremental.task.rows_read < N // 10
-        assert await checksum(src, "orders", orders.COLUMNS) == await checksum(dst, "orders", orders.COLUMNS)
+        incremental = await change_and_converge(src_place, src, dst, N, BatchSize=CHUNK)
         updated, inserted, deleted = orders.change_counts(N)
         assert (incremental.task.updated, incremental.task.inserted, incremental.task.deleted) == \
             (updated, inserted - len(range(3, inserted + 1, 1000)), deleted)
@@ -142,25 +123,14 @@ async def test_cancelled_piped_load_is_redone_and_gets_its_key(pg_source_url, pg
     dst_place = make_place("PostgreSQL", tmp_path, pg_destination_url)
     await src_place.make_orders(N)
     src, dst = src_place.connector(), dst_place.connector()
-    cancel = asyncio.Event()
     try:
-        settings = {"BatchSize": CHUNK}
-        job = JobSettings.from_row({"JobName": "test", "Source": "src", "Destination": "dst", **settings})
-        events = []
-        async for event in run_job(job, [TaskSettings(query="REPLICATE [orders]", task_id=1, index=1)], src, dst,
-                                   cancel=cancel):
-            events.append(event)
-            if isinstance(event, BatchCommitted):
-                cancel.set()
-        assert events[-1].status == CANCELLED
+        stopped = await replicate(src, dst, cancel_after=1, BatchSize=CHUNK)
+        assert stopped.finished.status == CANCELLED
         copied = (await checksum(dst, "orders", ["id"]))[0]
         assert 0 < copied < N and await duplicate_keys(dst, "orders", "id") == 0
         assert await key_columns(dst, "orders") == []
 
-        again = await replicate(src, dst, **settings)
-        assert again.task.status == SUCCESS, again.task.error
-        assert again.of(TaskStarted)[0].reason.startswith("the previous full load did not finish")
-        assert await checksum(src, "orders", orders.COLUMNS) == await checksum(dst, "orders", orders.COLUMNS)
+        await load_again_converges(src, dst, BatchSize=CHUNK)
         assert await key_columns(dst, "orders") == ["id"]
     finally:
         await src.close()

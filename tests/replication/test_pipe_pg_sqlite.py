@@ -3,7 +3,6 @@ path stores them, COPY text split and inserted by SQLite, one transaction per pa
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 
 import asyncpg
@@ -15,18 +14,14 @@ from odata_sync.replication import (
     FAILED,
     SUCCESS,
     BatchCommitted,
-    JobSettings,
-    TaskSettings,
     TaskStage,
-    TaskStarted,
-    run_job,
 )
 from tests.replication import source as orders
 from tests.replication.checksum import checksum, duplicate_keys
-from tests.replication.conftest import make_place, replicate
+from tests.replication.conftest import PIPE_CHUNK as CHUNK
+from tests.replication.conftest import change_and_converge, load_again_converges, make_place, piped, replicate
 
 N = 12_000
-CHUNK = 1_000
 
 AWKWARD = """
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -66,16 +61,6 @@ SELECT g, (g * 1.1) / 7.3e10, repeat(chr(9) || 'x\\', g % 5), '2024-01-01'::time
        g / 7.0, '2024-02-01'
 FROM generate_series(100, 2100) g;
 """
-
-
-@pytest.fixture
-def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks of about 1,000 rows, so a small table is cut in many."""
-    monkeypatch.setattr(passthrough, "MIN_CHUNK_ROWS", CHUNK)
-
-
-def piped(outcome) -> list[str]:
-    return [e.stage for e in outcome.of(TaskStage) if e.stage.startswith("copying without conversion")]
 
 
 async def run_sql(url: str, sql: str) -> None:
@@ -272,12 +257,7 @@ async def test_chunked_load_then_incremental_converges(pg_source_url, tmp_path, 
         assert await checksum(src, "orders", orders.COLUMNS) == await checksum(dst, "orders", orders.COLUMNS)
 
         # the mark saved by the piped load is right: the incremental run reads only the changed rows
-        await src_place.change_orders(N)
-        incremental = await replicate(src, dst, BatchSize=CHUNK)
-        assert incremental.task.status == SUCCESS, incremental.task.error
-        assert incremental.of(TaskStarted)[0].mode == "incremental"
-        assert incremental.task.rows_read < N // 10
-        assert await checksum(src, "orders", orders.COLUMNS) == await checksum(dst, "orders", orders.COLUMNS)
+        await change_and_converge(src_place, src, dst, N, BatchSize=CHUNK)
     finally:
         await src.close()
         await dst.close()
@@ -288,26 +268,15 @@ async def test_cancelled_load_leaves_whole_chunks_and_is_redone(pg_source_url, t
     dst_place = make_place("SQLite", tmp_path)
     await src_place.make_orders(N)
     src, dst = src_place.connector(), dst_place.connector()
-    cancel = asyncio.Event()
     try:
-        settings = {"BatchSize": CHUNK}
-        job = JobSettings.from_row({"JobName": "test", "Source": "src", "Destination": "dst", **settings})
-        events = []
-        async for event in run_job(job, [TaskSettings(query="REPLICATE [orders]", task_id=1, index=1)], src, dst,
-                                   cancel=cancel):
-            events.append(event)
-            if isinstance(event, BatchCommitted):
-                cancel.set()
-        assert events[-1].status == CANCELLED
-        committed = sum(e.rows for e in events if isinstance(e, BatchCommitted))
+        stopped = await replicate(src, dst, cancel_after=1, BatchSize=CHUNK)
+        assert stopped.finished.status == CANCELLED
+        committed = sum(e.rows for e in stopped.of(BatchCommitted))
         copied = (await checksum(dst, "orders", ["id"]))[0]
         assert 0 < copied < N and copied == committed and copied % CHUNK == 0
         assert await duplicate_keys(dst, "orders", "id") == 0
 
-        again = await replicate(src, dst, **settings)
-        assert again.task.status == SUCCESS, again.task.error
-        assert again.of(TaskStarted)[0].reason.startswith("the previous full load did not finish")
-        assert await checksum(src, "orders", orders.COLUMNS) == await checksum(dst, "orders", orders.COLUMNS)
+        await load_again_converges(src, dst, BatchSize=CHUNK)
     finally:
         await src.close()
         await dst.close()

@@ -3,7 +3,6 @@ exactly as the normal path (the pipe disabled) stores it, fails where the normal
 
 from __future__ import annotations
 
-import asyncio
 import random
 import sqlite3
 import struct
@@ -18,19 +17,14 @@ from odata_sync.replication import (
     FAILED,
     SUCCESS,
     BatchCommitted,
-    JobSettings,
-    TaskSettings,
-    TaskStage,
-    TaskStarted,
-    run_job,
 )
 from tests.connectors.conftest import server_connection_string
 from tests.replication import source as orders
 from tests.replication.checksum import checksum
-from tests.replication.conftest import make_place, replicate
+from tests.replication.conftest import PIPE_CHUNK as CHUNK
+from tests.replication.conftest import change_and_converge, load_again_converges, make_place, piped, replicate
 
 N = 12_000
-CHUNK = 1_000
 
 _U = uuid.UUID("12345678-9abc-def0-1234-56789abcdef0")
 #: column -> declared SQLite type and awkward values (each loads on both paths); rows take them in turn
@@ -60,10 +54,6 @@ COLUMNS = {
     "v": ("VARCHAR(10)", ["0123456789", "", "x", "ü" * 10]),
 }
 BINARY = ("BLOB", [b"", b"\x00\x01\\\t\n", "\\x0a0b", "abc", bytes(range(256))])
-
-
-def piped(outcome) -> list[str]:
-    return [e.stage for e in outcome.of(TaskStage) if e.stage.startswith("copying without conversion")]
 
 
 def make_awkward(path, rows: int, columns: dict) -> None:
@@ -155,8 +145,7 @@ async def test_a_value_the_normal_path_rejects_fails_the_load(pg_source_url, pg_
         (piped_load.task.error, normal.task.error)
 
 
-async def test_chunked_load_then_incremental_converges(pg_destination_url, tmp_path, monkeypatch):
-    monkeypatch.setattr(passthrough, "MIN_CHUNK_ROWS", CHUNK)
+async def test_chunked_load_then_incremental_converges(pg_destination_url, tmp_path, monkeypatch, small_chunks):
     monkeypatch.setattr(sqlite_pg_pipe, "BLOCK_ROWS", 300)
     src_place, dst_place = make_place("SQLite", tmp_path), make_place("PostgreSQL", tmp_path, pg_destination_url)
     await src_place.make_orders(N)
@@ -170,20 +159,14 @@ async def test_chunked_load_then_incremental_converges(pg_destination_url, tmp_p
         assert await checksum(src, "orders", orders.COLUMNS) == await checksum(dst, "orders", orders.COLUMNS)
         assert [c.name for c in await dst.list_columns("orders") if c.primary_key] == ["id"]
 
-        await src_place.change_orders(N)
-        incremental = await replicate(src, dst, BatchSize=CHUNK)
-        assert incremental.task.status == SUCCESS, incremental.task.error
-        assert incremental.of(TaskStarted)[0].mode == "incremental"
-        assert incremental.task.rows_read < N // 10
-        assert await checksum(src, "orders", orders.COLUMNS) == await checksum(dst, "orders", orders.COLUMNS)
+        await change_and_converge(src_place, src, dst, N, BatchSize=CHUNK)
     finally:
         await src.close()
         await dst.close()
 
 
 async def test_failure_in_a_late_chunk_keeps_whole_chunks_and_the_next_run_converges(pg_destination_url, tmp_path,
-                                                                                    monkeypatch):
-    monkeypatch.setattr(passthrough, "MIN_CHUNK_ROWS", CHUNK)
+                                                                                    small_chunks):
     src_place, dst_place = make_place("SQLite", tmp_path), make_place("PostgreSQL", tmp_path, pg_destination_url)
     await src_place.make_orders(N)
     with sqlite3.connect(src_place.location) as conn:
@@ -200,41 +183,27 @@ async def test_failure_in_a_late_chunk_keeps_whole_chunks_and_the_next_run_conve
 
         with sqlite3.connect(src_place.location) as conn:
             conn.execute("UPDATE orders SET created_at = '2024-01-01 00:00:00' WHERE id = ?", (N - 10,))
-        again = await replicate(src, dst, BatchSize=CHUNK)
-        assert again.task.status == SUCCESS, again.task.error
-        assert again.of(TaskStarted)[0].reason.startswith("the previous full load did not finish")
-        assert await checksum(src, "orders", orders.COLUMNS) == await checksum(dst, "orders", orders.COLUMNS)
+        await load_again_converges(src, dst, BatchSize=CHUNK)
     finally:
         await src.close()
         await dst.close()
 
 
 async def test_cancelled_load_keeps_whole_chunks_releases_the_source_and_is_redone(pg_destination_url, tmp_path,
-                                                                                     monkeypatch):
-    monkeypatch.setattr(passthrough, "MIN_CHUNK_ROWS", CHUNK)
+                                                                                     small_chunks):
     src_place, dst_place = make_place("SQLite", tmp_path), make_place("PostgreSQL", tmp_path, pg_destination_url)
     await src_place.make_orders(N)
     src, dst = src_place.connector(), dst_place.connector()
-    cancel = asyncio.Event()
     try:
-        job = JobSettings.from_row({"JobName": "test", "Source": "src", "Destination": "dst", "BatchSize": CHUNK})
-        events = []
-        async for event in run_job(job, [TaskSettings(query="REPLICATE [orders]", task_id=1, index=1)], src, dst,
-                                   cancel=cancel):
-            events.append(event)
-            if isinstance(event, BatchCommitted):
-                cancel.set()
-        assert events[-1].status == CANCELLED
+        stopped = await replicate(src, dst, cancel_after=1, BatchSize=CHUNK)
+        assert stopped.finished.status == CANCELLED
         copied = (await checksum(dst, "orders", ["id"]))[0]
         assert copied % CHUNK == 0 and 0 < copied < N
         assert not src.conn.in_transaction  # the source's snapshot was released
         with sqlite3.connect(src_place.location) as conn:  # and the source is writable at once
             conn.execute("UPDATE orders SET note = 'after the cancel' WHERE id = 1")
 
-        again = await replicate(src, dst, BatchSize=CHUNK)
-        assert again.task.status == SUCCESS, again.task.error
-        assert again.of(TaskStarted)[0].reason.startswith("the previous full load did not finish")
-        assert await checksum(src, "orders", orders.COLUMNS) == await checksum(dst, "orders", orders.COLUMNS)
+        await load_again_converges(src, dst, BatchSize=CHUNK)
         assert [c.name for c in await dst.list_columns("orders") if c.primary_key] == ["id"]
     finally:
         await src.close()

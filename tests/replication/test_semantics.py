@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sqlite3
 
@@ -15,13 +14,9 @@ from odata_sync.replication import (
     FAILED,
     STATE_TABLE,
     SUCCESS,
-    BatchCommitted,
-    JobSettings,
-    TaskSettings,
     TaskStage,
     TaskStarted,
     TaskWarning,
-    run_job,
 )
 from tests.connectors.conftest import server_connection_string
 from tests.replication import source as orders
@@ -166,15 +161,9 @@ async def test_windowed_initial_load_commits_one_window_at_a_time_and_resumes(sq
     # updated_at runs from 2024-01-01 00:00:09 by 9 s: 2,000 rows span five hours
     start = dt.datetime(2024, 1, 1, 1, 0)
     job = {"ReplicateStartDate": "2024-01-01 01:00:00", "ReplicateInterval": 1, "ReplicateIntervalUnit": "hours"}
-    cancel = asyncio.Event()
-    events = []
-    settings = JobSettings.from_row({"JobName": "w", "Source": "src", **job})  # as replicate() does
-    async for event in run_job(settings, [TaskSettings("REPLICATE [orders]", 1, 1)], src, dst, cancel=cancel):
-        events.append(event)
-        if isinstance(event, BatchCommitted) and len([e for e in events if isinstance(e, BatchCommitted)]) == 2:
-            cancel.set()
-    assert events[-1].status == CANCELLED
-    assert [e.mode for e in events if isinstance(e, TaskStarted)] == ["windowed"]
+    stopped = await replicate(src, dst, cancel_after=2, **job)
+    assert stopped.finished.status == CANCELLED
+    assert [e.mode for e in stopped.of(TaskStarted)] == ["windowed"]
     con = sqlite3.connect(dst_path)
     copied = con.execute("SELECT count(*), min(updated_at), max(updated_at) FROM orders").fetchone()
     state = con.execute(f"SELECT phase, mark FROM {STATE_TABLE}").fetchone()
@@ -198,16 +187,11 @@ async def test_windowed_initial_load_commits_one_window_at_a_time_and_resumes(sq
 async def test_cancel_stops_after_a_committed_batch_and_the_next_run_converges(sqlite_pair, monkeypatch):
     _src_path, dst_path, src, dst = sqlite_pair
     monkeypatch.setattr(passthrough, "MIN_CHUNK_ROWS", 1)  # the SQLite pass-through's chunks are BatchSize rows too
-    cancel = asyncio.Event()
-    settings = JobSettings.from_row({"JobName": "c", "Source": "src", "BatchSize": 300})
-    tasks = [TaskSettings("REPLICATE [orders]", 1, 1), TaskSettings("REPLICATE [orders] WITH DropTable", 2, 2)]
-    events = []
-    async for event in run_job(settings, tasks, src, dst, cancel=cancel):
-        events.append(event)
-        if isinstance(event, BatchCommitted):
-            cancel.set()
-    assert events[-1].status == CANCELLED and len(events[-1].tasks) == 1  # the second task never started
-    assert events[-1].tasks[0].status == CANCELLED and events[-1].tasks[0].inserted == 300
+    stopped = await replicate(src, dst, ["REPLICATE [orders]", "REPLICATE [orders] WITH DropTable"], cancel_after=1,
+                              BatchSize=300)
+    finished = stopped.finished
+    assert finished.status == CANCELLED and len(finished.tasks) == 1  # the second task never started
+    assert finished.tasks[0].status == CANCELLED and finished.tasks[0].inserted == 300
     con = sqlite3.connect(dst_path)
     assert con.execute("SELECT count(*) FROM orders").fetchone()[0] == 300
     assert con.execute(f"SELECT phase FROM {STATE_TABLE}").fetchone()[0] == "loading"
