@@ -35,6 +35,7 @@ class RequestLog:
         self.max_batch = max_batch
         self._pending: list[dict] = []
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task | None = None
 
     def record(self, *, method: str, url: str, user: str | None, remote: str | None, status: int, runtime_ms: int,
@@ -55,24 +56,32 @@ class RequestLog:
         self._task = asyncio.create_task(self._run(), name="request-log")
 
     async def stop(self) -> None:
+        """Let a flush under way finish (cancelling it could leave its store transaction half done), then write
+        what is left; a store that refuses the last batch loses it, logged, rather than failing the shutdown."""
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.flush()
+            self._stopping.set()
+            self._wake.set()
+            await self._task
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("writing the request log at shutdown failed; its last entries are lost")
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
+            if self._stopping.is_set():
+                break
             try:
                 await self.flush()
                 if self.keep_days and time.monotonic() >= self._next_prune:
                     await self.prune()
             except Exception:  # the log must never take the server down; the next flush retries
                 log.exception("writing the request log failed")
-                await asyncio.sleep(self.interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.interval)
 
     async def prune(self) -> int:
         """Drop entries older than ``keep_days`` so years of traffic do not fill the store."""

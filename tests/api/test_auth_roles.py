@@ -393,3 +393,23 @@ async def test_request_log_prunes_old_entries(api, runtime):
     async with runtime.store.engine.connect() as conn:
         left = (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
     assert left >= 1
+
+
+async def test_request_log_stop_lets_a_flush_finish_and_writes_the_rest(runtime):
+    """Stopping while a batch is being written waits for it (a cancelled write could leave its transaction open),
+    then writes what came after; nothing recorded before the stop is lost."""
+    from odata_sync.service.requestlog import RequestLog
+
+    log = RequestLog(runtime.store, {}, interval=60)
+    log.start()
+    for i in range(3000):  # more than max_batch: the log wakes and starts writing at once
+        log.record(method="GET", url=f"/api.rsc/Jobs?n={i}", user="admin", remote="127.0.0.1", status=200,
+                   runtime_ms=1, error=None)
+    await asyncio.sleep(0)
+    log.record(method="GET", url="/api.rsc/Jobs?last", user="admin", remote="127.0.0.1", status=200, runtime_ms=1,
+               error=None)
+    await log.stop()
+    table = runtime.store.table("Requests")
+    async with runtime.store.engine.connect() as conn:
+        urls = (await conn.execute(sa.select(table.c.URL).where(table.c.URL.like("%Jobs?%")))).scalars().all()
+    assert len(urls) == 3001 and "/api.rsc/Jobs?last" in urls
