@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,7 @@ async def missing_keys(source: Connector, destination: Connector, comparison: Ke
     are fetched only once ``read_began`` is set: the caller sets it once its read of the changed rows has begun, so
     a key that read returned is either among the fetched keys or deleted since (and deleting it is right); the
     summaries only choose the ranges to fetch, so they may come from earlier. Without JIT: it compiles longer than
-    these queries run."""
+    these queries run; with work_mem for the grouping to stay in memory (the planner expects a group per key)."""
     if (source.provider, destination.provider) != ("PostgreSQL", "PostgreSQL"):
         return None
     ours, theirs = comparison.key.native_type.lower(), comparison.source_key.native_type.lower()
@@ -92,7 +93,8 @@ class _Side:
 
     async def open(self) -> None:
         async with self.connector._guard("connecting to compare keys"):
-            self.conn = await self.connector.connect_another(jit="off")  # type: ignore[attr-defined]
+            self.conn = await self.connector.connect_another(  # type: ignore[attr-defined]
+                jit="off", work_mem="64MB")
 
     @property
     def server_major(self) -> int:
@@ -127,17 +129,19 @@ class _Side:
         return max(1, (await self._fetch("counting the keys", f"SELECT count(*) FROM {self.target}"))[0][0])
 
     async def summary(self, shift: int) -> dict[int, tuple[int, int]]:
-        """Range -> (count, hash XOR), fetched as three arrays (one row decodes much faster than thousands)."""
-        ranges, counts, hashes = (await self._fetch(
+        """Range -> (count, hash XOR), fetched as one bytea of big-endian triples: it decodes in one call, and needs
+        no array type (asyncpg looks an array type up on every new connection)."""
+        data = (await self._fetch(
             "summarising the keys",
-            f"SELECT array_agg(r), array_agg(n), array_agg(h) FROM (SELECT {self.column}::bigint >> {shift} AS r, "
-            f"count(*) AS n, bit_xor(hashint8extended({self.column}::bigint, 0)) AS h FROM {self.target} "
-            f"GROUP BY 1) AS s"))[0]
-        return dict(zip(ranges or (), zip(counts or (), hashes or (), strict=True), strict=True))
+            f"SELECT string_agg(int8send(r) || int8send(n) || int8send(h), ''::bytea) FROM (SELECT "
+            f"{self.column}::bigint >> {shift} AS r, count(*) AS n, bit_xor(hashint8extended({self.column}::bigint, 0)) "
+            f"AS h FROM {self.target} GROUP BY 1) AS s"))[0][0]
+        return {r: (n, h) for r, n, h in struct.iter_unpack(">qqq", data or b"")}
 
     async def keys(self, ranges: list[int], shift: int) -> set[int]:
         rows = await self._fetch(
             "reading the keys of differing ranges",
-            f"SELECT array_agg(t.{self.column}) FROM unnest($1::bigint[]) AS r(r) JOIN {self.target} AS t "
-            f"ON t.{self.column} BETWEEN r.r << {shift} AND (r.r << {shift}) + {(1 << shift) - 1}", ranges)
-        return set(rows[0][0] or ())
+            f"SELECT string_agg(int8send(t.{self.column}::bigint), ''::bytea) FROM unnest($1::text::bigint[]) AS r(r) "
+            f"JOIN {self.target} AS t ON t.{self.column} BETWEEN r.r << {shift} AND (r.r << {shift}) + "
+            f"{(1 << shift) - 1}", "{" + ",".join(map(str, ranges)) + "}")
+        return {key for (key,) in struct.iter_unpack(">q", rows[0][0] or b"")}

@@ -12,11 +12,13 @@ changed rows (PostgreSQL → PostgreSQL).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .base import ColumnInfo, Connector, WriteCounts
 
@@ -37,6 +39,16 @@ class Transfer:
     schema: str | None
     columns: list[ColumnInfo]
     chunk_rows: int
+    #: The check column (a source column name), whose highest value ``Pipe.highest`` is asked for after the copy: a
+    #: pipe may find it while copying instead of scanning the table once more.
+    check: str | None = None
+    #: The source table's primary key (source column names, replicated or not).
+    source_key: tuple[str, ...] = ()
+
+    @property
+    def check_copied(self) -> bool:
+        """Whether the check column is one of the columns copied."""
+        return any(c.name == self.check for c in self.source_columns)
 
 
 class Pipe(ABC):
@@ -44,6 +56,9 @@ class Pipe(ABC):
 
     #: How the rows travel, for the run's log.
     description = ""
+    transfer: Transfer
+    #: The check column's highest value, being read while the chunks are copied (``_read_meanwhile``).
+    _meanwhile: asyncio.Future | None = None
 
     @abstractmethod
     async def start(self) -> None:
@@ -55,11 +70,28 @@ class Pipe(ABC):
 
     @abstractmethod
     async def highest(self, column: str) -> Any:
-        """The highest value of a source column in the rows copied (the same snapshot), None when there is none."""
+        """The highest value of a source column in the rows copied (the same snapshot, or for the check column one
+        taken before any row was read), None when there is none. The engine asks for the check column once the
+        chunks are done."""
 
     @abstractmethod
     async def close(self) -> None:
         """Stop: a chunk in flight is rolled back; committed chunks stay."""
+
+    def _read_meanwhile(self, reading: Awaitable[Any]) -> None:
+        """Find the check column's highest value with ``reading`` while the chunks are copied."""
+        self._meanwhile = asyncio.ensure_future(reading)
+
+    def _found_meanwhile(self, column: str) -> asyncio.Future | None:
+        """The reading started by ``_read_meanwhile``, when ``column`` is the check column."""
+        return self._meanwhile if column == self.transfer.check else None
+
+    async def _stop_meanwhile(self) -> None:
+        """Stop the reading started by ``_read_meanwhile`` (``close`` calls this)."""
+        reading, self._meanwhile = self._meanwhile, None
+        if reading is not None:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
 
     async def __aenter__(self) -> Pipe:
         return self
@@ -86,6 +118,44 @@ async def open_pipe(source: Connector, destination: Connector, transfer: Transfe
         await pipe.close()
         raise
     return pipe
+
+
+P = TypeVar("P")
+R = TypeVar("R")
+_END = object()
+
+
+async def in_parallel(pairs: Sequence[P], ranges: list[R], copy: Callable[[P, R], Awaitable[int]]
+                      ) -> AsyncIterator[int]:
+    """Each of ``pairs`` (a reader and a writer) copies the next of ``ranges`` until none is left, all at once; the
+    rows of each chunk as it commits. The first failure is raised once the other pairs are stopped."""
+    done: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def work(pair: P) -> None:
+        try:
+            while ranges:
+                done.put_nowait(await copy(pair, ranges.pop(0)))
+            done.put_nowait(_END)
+        except Exception as exc:
+            done.put_nowait(exc)
+
+    workers = [asyncio.create_task(work(pair)) for pair in pairs]
+    try:
+        running = len(workers)
+        while running:
+            item = await done.get()
+            if item is _END:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for worker in workers:
+            worker.cancel()
+        for worker in workers:
+            with suppress(BaseException):
+                await worker
 
 
 class Staged(Protocol):

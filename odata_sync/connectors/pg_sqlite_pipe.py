@@ -9,8 +9,9 @@ bytea come as hex and are bound as Python floats and bytes (SQLite's text-to-dou
 column whose value the destination would convert between two kinds means no pipe. COPY writes NULL as a lone vertical
 tab, which it always escapes inside a value; a piece of text holding no backslash (no escape) is split and bound as
 it is, NULLs turned into NULL by SQLite; one holding an escape is unescaped field by field in Python. The table is
-one COPY in one snapshot, started while the engine asks for ``highest``; every ``chunk_rows`` rows are one
-destination transaction (exact batches, as the normal path commits), committed while the next rows stream in.
+one COPY in one snapshot (the check column's highest value read meanwhile on another connection); every
+``chunk_rows`` rows are one destination transaction (exact batches, as the normal path commits), committed while the
+next rows stream in.
 """
 
 from __future__ import annotations
@@ -193,16 +194,16 @@ class _TextPipe(Pipe):
         self._carry: tuple[list[Any], bool] | None = None  # fields past the last chunk committed
 
     async def start(self) -> None:
-        """Open the snapshot, make the destination writable, and start reading: the engine asks for ``highest``
-        first, which then runs meanwhile on the connection holding the snapshot (a failing COPY cannot take the
-        snapshot away from it)."""
+        """Open the snapshot, make the destination writable, and start reading; the check column's highest value is
+        read meanwhile on the connection holding the snapshot (a failing COPY cannot take the snapshot away from
+        it)."""
         begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
         async with self.source._guard(f"starting to copy {self.transfer.source_table}"):
             self._holder = holder = await self.source.connect_another()
             await holder.execute(begin)
             try:
                 snapshot = await holder.fetchval(_EXPORT)
-            except asyncpg.PostgresError:  # not exportable here: one connection, ``highest`` before the copy
+            except asyncpg.PostgresError:  # not exportable here: one connection, ``highest`` after the copy
                 await holder.execute(f"ROLLBACK; {begin}")
                 self._reader = holder
             else:
@@ -222,12 +223,18 @@ class _TextPipe(Pipe):
                             f"{self.transfer.chunk_rows:,} rows")
         if self._reader is not holder:
             self._start_reading()
+            if self.transfer.check_copied:
+                self._read_meanwhile(self._read_highest(self.transfer.check))
 
     def _start_reading(self) -> None:
         if self._reading is None:
             self._reading = asyncio.create_task(self._read())
 
     async def highest(self, column: str) -> Any:
+        found = self._found_meanwhile(column)
+        return await (found if found is not None else self._read_highest(column))
+
+    async def _read_highest(self, column: str) -> Any:
         """The maximum as the normal path finds it (of the values it reads, text compared by code point), in the
         copy's snapshot."""
         found = next((c for c in self.transfer.source_columns if c.name == column), None)
@@ -400,6 +407,7 @@ class _TextPipe(Pipe):
         self._rest = []
 
     async def close(self) -> None:
+        await self._stop_meanwhile()
         if self._reading is not None:
             self._reading.cancel()
             with suppress(BaseException):

@@ -318,18 +318,25 @@ class PostgreSQLConnector(Connector):
         return await self.merge_staged(table, schema, columns, stage, key)
 
     async def merge_staged(self, table: str, schema: str | None, columns: list[ColumnInfo], stage: str,
-                           key: list[str]) -> WriteCounts:
-        """Upsert the rows of the temporary table ``stage`` (no key twice) into the table, then drop ``stage``."""
+                           key: list[str], where: str | None = None) -> WriteCounts:
+        """Upsert the rows of the temporary table ``stage`` (no key twice) into the table, then drop ``stage``; with
+        ``where``, only the rows of ``stage`` it selects, and ``stage`` stays."""
         key = [next(c.name for c in columns if c.name.lower() == k.lower()) for k in key]
         natives = {c.name: c.native_type.lower() for c in columns}
         target, names = self._target(table, schema), [c.name for c in columns]
         if await self._unique_index_on(target, key):
-            inserted, updated = await self.conn.fetchrow(
-                _conflict_upsert(target, _q(stage), names, key, _differs(natives)))
-        else:  # no index to resolve conflicts with (a table made elsewhere): delete changed rows, insert missing
-            delete, insert = merge_statements(target, _q(stage), names, key, _q, _differs(natives))
-            updated = _count(await self.conn.execute(delete))
-            inserted = _count(await self.conn.execute(insert)) - updated
+            rows = _q(stage) + (f" WHERE {where}" if where else "")
+            inserted, updated = await self.conn.fetchrow(_conflict_upsert(target, rows, names, key, _differs(natives)))
+            return WriteCounts(inserted=inserted, updated=updated)
+        if where:  # the statements below join the staged rows by name: those rows on their own
+            part = f"_odsync_stage_{next(_stage_ids)}"
+            await self.conn.execute(f"CREATE TEMP TABLE {_q(part)} AS SELECT {', '.join(map(_q, names))} "
+                                    f"FROM {_q(stage)} WHERE {where}")
+            stage = part
+        # no index to resolve conflicts with (a table made elsewhere): delete changed rows, insert missing
+        delete, insert = merge_statements(target, _q(stage), names, key, _q, _differs(natives))
+        updated = _count(await self.conn.execute(delete))
+        inserted = _count(await self.conn.execute(insert)) - updated
         await self.conn.execute(f"DROP TABLE {_q(stage)}")
         return WriteCounts(inserted=inserted, updated=updated)
 

@@ -20,7 +20,7 @@ import asyncpg
 
 from . import values
 from .base import WriteCounts
-from .passthrough import Pipe, Transfer
+from .passthrough import Pipe, Transfer, in_parallel
 from .postgresql import PostgreSQLConnector, _count, _q, _stage_ids
 
 #: Pairs of connections copying at once: the destination's index maintenance and WAL are the bottleneck, and two
@@ -131,12 +131,21 @@ class StagedChanges:
         async with destination._guard(f"upserting into {t.table}"):
             highest = await destination.conn.fetchval(f"SELECT max({self._check}) FROM {_q(self.table)} "
                                                       f"WHERE {within}")
+            if self._unique_in_source(key):  # one snapshot of a table keyed so: no key twice
+                return await destination.merge_staged(t.table, t.schema, columns, self.table, key, within), highest
             await destination.conn.execute(
                 f"CREATE TEMP TABLE {_q(batch)} ON COMMIT DROP AS SELECT DISTINCT ON ({keys}) "
                 f"{', '.join(_q(n) for n in self._names)} FROM {_q(self.table)} WHERE {within} "
                 f"ORDER BY {keys}, _odsync_n DESC")
             counts = await destination.merge_staged(t.table, t.schema, columns, batch, key)
         return counts, highest
+
+    def _unique_in_source(self, key: list[str]) -> bool:
+        """Whether the source table's primary key lies within the ``key`` columns (destination names)."""
+        ours = {k.lower() for k in key}
+        pairs = zip(self.transfer.source_columns, self.transfer.columns, strict=True)
+        keyed = {theirs.name for theirs, mine in pairs if mine.name.lower() in ours}
+        return bool(self.transfer.source_key) and set(self.transfer.source_key) <= keyed
 
     async def drop(self) -> None:
         async with self.destination._guard("dropping the staged rows"):
@@ -183,48 +192,21 @@ class _CopyPipe(Pipe):
         async with self.source._guard(f"reading the highest {column}"):
             return await self._readers[0].fetchval(f"SELECT max({_q(column)}) FROM {self._from}")
 
-    async def chunks(self) -> AsyncIterator[int]:
-        done: asyncio.Queue[Any] = asyncio.Queue()
-        workers = [asyncio.create_task(self._work(reader, writer, done))
-                   for reader, writer in zip(self._readers, self._writers, strict=True)]
-        try:
-            running = len(workers)
-            while running:
-                item = await done.get()
-                if item is _END:
-                    running -= 1
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    yield item
-        finally:
-            for worker in workers:
-                worker.cancel()
-            for worker in workers:
-                with suppress(BaseException):
-                    await worker
+    def chunks(self) -> AsyncIterator[int]:
+        return in_parallel(list(zip(self._readers, self._writers, strict=True)), self._ranges, self._copy)
 
-    async def _work(self, reader: asyncpg.Connection, writer: asyncpg.Connection, done: asyncio.Queue) -> None:
-        try:
-            while self._ranges:
-                low, high = self._ranges.pop(0)
-                async with self.destination._guard(f"copying into {self.transfer.table}"):
-                    await done.put(await self._copy(reader, writer, low, high))
-            await done.put(_END)
-        except Exception as exc:
-            await done.put(exc)
-
-    async def _copy(self, reader: asyncpg.Connection, writer: asyncpg.Connection, low: int | None,
-                    high: int | None) -> int:
+    async def _copy(self, pair: tuple[asyncpg.Connection, asyncpg.Connection],
+                    pages: tuple[int | None, int | None]) -> int:
         """One page range, source COPY piped into destination COPY, in one destination transaction."""
+        (reader, writer), (low, high) = pair, pages
         bounds = ([f"ctid >= '({low},0)'::tid"] if low is not None else []) + \
                  ([f"ctid < '({high},0)'::tid"] if high is not None else [])
         query = f"SELECT {self._select} FROM {self._from}" + (f" WHERE {' AND '.join(bounds)}" if bounds else "")
         t = self.transfer
-        self._busy.update((reader, writer))
-        async with writer.transaction():
+        self._busy.update(pair)
+        async with self.destination._guard(f"copying into {t.table}"), writer.transaction():
             status = await _pipe(reader, query, (), writer, t.table, [c.name for c in t.columns], t.schema)
-        self._busy.difference_update((reader, writer))
+        self._busy.difference_update(pair)
         return _count(status)
 
     async def close(self) -> None:

@@ -9,7 +9,9 @@ arithmetic) is written as SQLite has it; any other goes through a SQL function t
 converters and renders the result. Escaping text in SQL would cost more than all the rest, so a block is rendered
 without it and checked in Python (only the expected tabs, newlines and ``\\N`` backslashes): one that holds a special
 character is rendered again with ``replace()`` escaping. Rowid tables are cut into rowid ranges, one destination
-transaction each, all read in one source transaction (one snapshot); other tables and views go as one chunk.
+transaction each, all read in one snapshot: by the source's connection, and without WAL also by a second connection
+whose read begins while the first holds the file's shared lock (two renderers, two COPY connections); other tables
+and views go as one chunk. The check column's highest value is taken per rendered block, so no extra scan finds it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import datetime as dt
 import math
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -29,21 +32,24 @@ from odata_sync.errors import BadRequest
 
 from . import values
 from .base import ColumnInfo
-from .passthrough import Pipe, Transfer
+from .passthrough import Pipe, Transfer, in_parallel
 from .postgresql import PostgreSQLConnector, _count
 from .sqlite import SQLiteConnector, _q
-from .sqlite_pipe import highest, rowid_ranges
+from .sqlite_pipe import as_read, highest, rowid_ranges
+from .threads import ConnectionThread
 from .types import _split
 
 #: Rows per string SQLite renders: Python handles one object per block, and a chunk's COPY starts after one block.
 BLOCK_ROWS = 8192
+#: Connections rendering at once (each with its COPY): SQLite's allocator lock keeps two threads from doubling the
+#: speed, yet the second uses the time the first waits for PostgreSQL.
+READERS = 2
 #: PostgreSQL column types whose text input is known here (``real`` is not: its text input rounds differently).
 _PG_TYPES = frozenset({
     "smallint", "integer", "bigint", "numeric", "double precision", "boolean", "text", "character varying",
     "character", "date", "time without time zone", "timestamp without time zone", "timestamp with time zone", "uuid",
     "json", "jsonb", "bytea"})
 _INTS, _TEXTS = frozenset({"int16", "int32", "int64"}), frozenset({"string", "text", "json"})
-_END = object()
 _D = "?" * 4 + "-??-??"  # GLOB shapes; julianday() then checks that the digits are digits
 _HMS = ("[01]?:??:??", "2[0-3]:??:??")  # hour 24 is PostgreSQL's, not Python's
 _HEX = "[0-9a-fA-F]"
@@ -141,10 +147,13 @@ class _TextCopyPipe(Pipe):
         self._error: Exception | None = None  # what a conversion function raised (SQLite only says that one did)
         self._registered = self._began = False
         self._ranges: list[tuple[int | None, int | None]] = []
-        self._writer: asyncpg.Connection | None = None
-        self._busy = False  # a COPY is in flight on the writer: terminated on close
-        self._producer: asyncio.Task | None = None
+        self._readers: list[_Reader] = []
+        self._writers: list[asyncpg.Connection] = []
+        self._busy: set[asyncpg.Connection] = set()  # writers with a COPY in flight: terminated on close
         self._blob = True  # the database is UTF-8: its text is the bytes COPY wants
+        # each rendered block's highest check value (when the check column is copied), complete once every chunk is
+        self._maxima: list[Any] | None = [] if transfer.check_copied else None
+        self._complete = False
         pairs = list(zip(transfer.source_columns, transfer.columns, strict=True))
         # binary values render with a backslash, so every block would fail the fast check: escape from the start
         self._fast = all(ours.canonical.kind != "binary" for _theirs, ours in pairs)
@@ -196,45 +205,96 @@ class _TextCopyPipe(Pipe):
     async def start(self) -> None:
         chunk = self.transfer.chunk_rows
 
-        def begin() -> list[tuple[int | None, int | None]]:
+        def begin() -> tuple[list[tuple[int | None, int | None]], bool]:
             conn = self.source.conn
-            for name, function in self._functions.items():
-                conn.create_function(name, 1, function, deterministic=True)
+            self._register(conn)
             self._registered = True
             self._blob = conn.execute("PRAGMA encoding").fetchone()[0] == "UTF-8"
             conn.execute("BEGIN")  # one snapshot for every chunk and the highest check value
             self._began = True
-            return rowid_ranges(conn, self._from, chunk)
+            ranges = rowid_ranges(conn, self._from, chunk)
+            return ranges, conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal"
 
         async with self.source._guard(f"starting to read {self.transfer.source_table}"):
-            self._ranges = await self.source._run(begin)
+            self._ranges, shared_lock = await self.source._run(begin)
+        if self._ranges == [(None, None)]:
+            self._maxima = None  # (no rowids: rows are rendered one by one, not in blocks)
+        self._readers = [_Reader(self.source.conn, self.source._run)]
+        if READERS > 1 and shared_lock and len(self._ranges) > 1 and not self.source.memory \
+                and self.transfer.source_schema in (None, "main"):
+            async with self.source._guard(f"starting to read {self.transfer.source_table}"):
+                if (other := await self._another_reader()) is not None:
+                    self._readers.append(other)
         async with self.destination._guard(f"starting to copy into {self.transfer.table}"):
-            # chunk commits need not wait for the disk: the load's final commit does
-            self._writer = await self.destination.connect_another(synchronous_commit="off")
-        self.description = (f"COPY text rendered by SQLite, {len(self._ranges)} chunk(s)"
-                            + ("" if self._fast else ", escaped in SQL"))
+            for _ in self._readers:  # chunk commits need not wait for the disk: the load's final commit does
+                self._writers.append(await self.destination.connect_another(synchronous_commit="off"))
+        self.description = (f"COPY text rendered by SQLite, {len(self._ranges)} chunk(s) on "
+                            f"{len(self._readers)} connection pair(s)" + ("" if self._fast else ", escaped in SQL"))
+
+    def _register(self, conn: sqlite3.Connection) -> None:
+        for name, function in self._functions.items():
+            conn.create_function(name, 1, function, deterministic=True)
+
+    async def _another_reader(self) -> _Reader | None:
+        """A second connection rendering rows on a thread of its own, in the same snapshot: the first connection's
+        read transaction holds the file's shared lock, so no writer can commit until both have begun (without WAL).
+        None when a writer already waits for that lock: waiting here would deadlock with it."""
+        thread = ConnectionThread("odsync-sqlite-read")
+
+        def connect() -> sqlite3.Connection | None:
+            conn = sqlite3.connect(self.source.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=0,
+                                   isolation_level=None, check_same_thread=False)
+            try:
+                self._register(conn)
+                conn.execute("BEGIN")
+                conn.execute(f"SELECT 1 FROM {self._from} LIMIT 1").fetchall()
+            except sqlite3.OperationalError:
+                conn.close()
+                return None
+            thread.interrupt = conn.interrupt
+            return conn
+
+        conn = await thread.run(connect)
+        if conn is None:
+            thread.shutdown()
+            return None
+        return _Reader(conn, thread.run, thread)
 
     async def highest(self, column: str) -> Any:
+        if column == self.transfer.check and self._maxima is not None and self._complete:
+            maxima = self._maxima
+
+            def fold() -> Any:  # SQLite compares, as max() over the column does
+                found = maxima
+                while len(found) > 1:
+                    found = [self.source.conn.execute(
+                        "SELECT max(column1) FROM (VALUES " + ", ".join(["(?)"] * len(part)) + ")", part
+                    ).fetchone()[0] for part in (found[i:i + 500] for i in range(0, len(found), 500))]
+                return found[0] if found else None
+            async with self.source._guard(f"reading the highest {column}"):
+                return as_read(self.transfer, column, await self.source._run(fold))
         return await highest(self.source, self._from, self.transfer, column)
 
-    # --- rendering (on the SQLite thread) ---------------------------------------------------------------------------
+    # --- rendering (on the readers' threads) ------------------------------------------------------------------------
 
     def _select(self, safe: bool, bounds: str) -> str:
         text = f"group_concat({self._rows[safe]}, '\n')"
-        return f"SELECT {f'CAST({text} AS BLOB)' if self._blob else text}, count(*), sum({self._nulls}) " \
+        highest = f", max({_q(self.transfer.check)})" if self._maxima is not None else ""
+        return f"SELECT {f'CAST({text} AS BLOB)' if self._blob else text}, count(*), sum({self._nulls}){highest} " \
                f"FROM {self._from}{bounds}"
 
-    def _block(self, low: int, high: int | None) -> tuple[bytes, int]:
+    def _block(self, conn: sqlite3.Connection, low: int, high: int | None) -> tuple[bytes, int]:
         """One rowid range rendered: fast, and again escaped in SQL when its text holds a special character."""
         bounds = f" WHERE _rowid_ >= {int(low)}" + (f" AND _rowid_ < {int(high)}" if high is not None else "")
-        data, rows, nulls = self._sqlite(lambda: self.source.conn.execute(self._select(not self._fast, bounds))
-                                         .fetchone())
+        data, rows, nulls, *most = self._sqlite(lambda: conn.execute(self._select(not self._fast, bounds)).fetchone())
         if not rows:
             return b"", 0
+        if self._maxima is not None:
+            self._maxima.append(most[0])
         data = data if self._blob else data.encode()
         if self._fast and not (data.count(b"\\") == nulls and b"\r" not in data and data.count(b"\n") == rows - 1
                                and data.count(b"\t") == rows * (len(self.transfer.columns) - 1)):
-            data = self._sqlite(lambda: self.source.conn.execute(self._select(True, bounds)).fetchone()[0])
+            data = self._sqlite(lambda: conn.execute(self._select(True, bounds)).fetchone()[0])
             data = data if self._blob else data.encode()
         return data + b"\n", rows
 
@@ -253,69 +313,70 @@ class _TextCopyPipe(Pipe):
                 raise error from None
             raise
 
-    async def _produce(self, queue: asyncio.Queue) -> None:
-        """Render every chunk block by block, ahead of the COPY (the SQLite thread works while PostgreSQL does)."""
-        try:
-            for low, high in self._ranges:
-                if low is None:
-                    sql = f"SELECT {self._rows[True]} FROM {self._from}"
-                    async with self.source._guard(f"reading {self.transfer.source_table}"):
-                        cursor = await self.source._run(self._sqlite, self.source.conn.execute, sql)
-                    while True:
-                        async with self.source._guard(f"reading {self.transfer.source_table}"):
-                            block = await self.source._run(self._rows_of, cursor)
-                        if not block[1]:
-                            break
-                        await queue.put(block)
-                else:
-                    stops = list(range(low + BLOCK_ROWS, high, BLOCK_ROWS)) if high is not None else []
-                    for start, stop in zip([low, *stops], [*stops, high], strict=True):
-                        async with self.source._guard(f"reading {self.transfer.source_table}"):
-                            block = await self.source._run(self._block, start, stop)
-                        await queue.put(block)
-                await queue.put(_END)
-        except BaseException as exc:
-            await queue.put(exc)
-            raise
+    async def _blocks(self, reader: _Reader, low: int | None, high: int | None) -> AsyncIterator[bytes]:
+        """One chunk's text, block by block; the reader's thread renders the next block while this one is sent."""
+        if low is None:
+            sql = f"SELECT {self._rows[True]} FROM {self._from}"
+            async with self.source._guard(f"reading {self.transfer.source_table}"):
+                cursor = await reader.run(self._sqlite, reader.conn.execute, sql)
+            while True:
+                async with self.source._guard(f"reading {self.transfer.source_table}"):
+                    data, rows = await reader.run(self._rows_of, cursor)
+                if not rows:
+                    return
+                yield data
+        stops = list(range(low + BLOCK_ROWS, high, BLOCK_ROWS)) if high is not None else []
+        bounds = list(zip([low, *stops], [*stops, high], strict=True))
+        pending: list[asyncio.Future] = []
+        try:  # one block rendered ahead (calls queued on one thread run in order)
+            while bounds or pending:
+                while bounds and len(pending) < 2:
+                    pending.append(asyncio.ensure_future(reader.run(self._block, reader.conn, *bounds.pop(0))))
+                async with self.source._guard(f"reading {self.transfer.source_table}"):
+                    data, rows = await pending.pop(0)
+                if rows:
+                    yield data
+        finally:
+            for block in pending:
+                block.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # --- writing ----------------------------------------------------------------------------------------------------
 
     async def chunks(self) -> AsyncIterator[int]:
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
-        self._producer = asyncio.create_task(self._produce(queue))
-        t, writer = self.transfer, self._writer
-        assert writer is not None
+        pairs = list(zip(self._readers, self._writers, strict=True))
+        async for rows in in_parallel(pairs, self._ranges, self._copy):
+            yield rows
+        self._complete = True
 
-        async def feed() -> AsyncIterator[bytes]:
-            while (item := await queue.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item  # the COPY fails, so the chunk's transaction rolls back
-                if item[1]:
-                    yield item[0]
-
-        for _ in self._ranges:
-            self._busy = True
-            async with self.destination._guard(f"copying into {t.table}"), writer.transaction():
-                status = await writer.copy_to_table(t.table, source=feed(), columns=[c.name for c in t.columns],
-                                                    schema_name=t.schema, format="text")
-            self._busy = False
-            yield _count(status)
+    async def _copy(self, pair: tuple[_Reader, asyncpg.Connection], bounds: tuple[int | None, int | None]) -> int:
+        """One chunk, rendered by the pair's reader, in one transaction of its writer."""
+        (reader, writer), t = pair, self.transfer
+        self._busy.add(writer)
+        async with self.destination._guard(f"copying into {t.table}"), writer.transaction():
+            status = await writer.copy_to_table(t.table, source=self._blocks(reader, *bounds),
+                                                columns=[c.name for c in t.columns], schema_name=t.schema,
+                                                format="text")
+        self._busy.discard(writer)
+        return _count(status)
 
     async def close(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.cancel()
-            with suppress(BaseException):
-                await producer
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            if self._busy or writer.is_closed():
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            if writer in self._busy or writer.is_closed():
                 writer.terminate()  # a COPY was cut short: the server rolls its transaction back
             else:
                 try:
                     await writer.close(timeout=5)
                 except Exception:
                     writer.terminate()
+        self._busy.clear()
+        others, self._readers = self._readers[1:], []
+        for reader in others:
+            with suppress(Exception):
+                await reader.run(reader.conn.close)  # (a read transaction: nothing to keep)
+            if reader.thread is not None:
+                reader.thread.shutdown()
         began, registered, self._began, self._registered = self._began, self._registered, False, False
         if not (began or registered):
             return
@@ -330,3 +391,12 @@ class _TextCopyPipe(Pipe):
                 conn.create_function(name, 1, None)
         async with self.source._guard("ending the read"):
             await self.source._run(end)
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """A SQLite connection rendering chunks and how to run a call on its thread (``thread``: one of its own)."""
+
+    conn: sqlite3.Connection
+    run: Callable[..., Awaitable[Any]]
+    thread: ConnectionThread | None = None

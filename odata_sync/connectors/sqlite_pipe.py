@@ -39,7 +39,9 @@ def rowid_ranges(conn: sqlite3.Connection, table: str, chunk: int) -> list[tuple
     """``table`` cut into rowid ranges of ``chunk`` rowids (the last open-ended); one open range for a table without
     rowids or a view, none for an empty table."""
     try:
-        low, high = conn.execute(f"SELECT min(_rowid_), max(_rowid_) FROM {table}").fetchone()
+        # two subqueries: SQLite reads a lone min() or max() of the rowid from the b-tree's ends, both together scan
+        low, high = conn.execute(f"SELECT (SELECT min(_rowid_) FROM {table}), (SELECT max(_rowid_) FROM {table})"
+                                 ).fetchone()
     except sqlite3.OperationalError:  # WITHOUT ROWID tables and views have no rowid
         return [(None, None)]
     if low is None:
@@ -53,6 +55,11 @@ async def highest(connector: SQLiteConnector, table: str, transfer: Transfer, co
     sql = f"SELECT max({_q(column)}) FROM {table}"
     async with connector._guard(f"reading the highest {column}"):
         raw = (await connector._run(lambda: connector.conn.execute(sql).fetchone()))[0]
+    return as_read(transfer, column, raw)
+
+
+def as_read(transfer: Transfer, column: str, raw: Any) -> Any:
+    """A value of a source column as SQLite stores it -> as the normal path reads it."""
     found = next((c for c in transfer.source_columns if c.name == column), None)
     coerce = values.coercer(found.canonical) if found is not None and raw is not None else None
     return coerce(raw) if coerce else raw
@@ -123,8 +130,36 @@ class _AttachPipe(Pipe):
             await self.destination._open_for_write()
             self._ranges = await self.destination._run(attach)
         self.description = f"INSERT ... SELECT from the attached source file, {len(self._ranges)} chunk(s)"
+        if self.transfer.check_copied:
+            await self._highest_meanwhile(self.transfer.check)
+
+    async def _highest_meanwhile(self, column: str) -> None:
+        """Find the check column's highest value on the source's own connection while the chunks are copied, in a
+        read transaction begun before them (so no row a chunk reads is newer than the mark)."""
+        conn, table = self.source.conn, _q(self.transfer.source_table)
+
+        def begin() -> None:
+            conn.execute("BEGIN")
+            try:
+                conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()  # the snapshot starts at the first read
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        def read() -> Any:
+            try:
+                return conn.execute(f"SELECT max({_q(column)}) FROM {table}").fetchone()[0]
+            finally:
+                conn.execute("ROLLBACK")  # read only; a writer may go on
+
+        async with self.source._guard(f"reading the highest {column}"):
+            await self.source._run(begin)
+        self._read_meanwhile(self.source._run(read))
 
     async def highest(self, column: str) -> Any:
+        if (found := self._found_meanwhile(column)) is not None:
+            async with self.source._guard(f"reading the highest {column}"):
+                return as_read(self.transfer, column, await found)
         return await highest(self.destination, self._from, self.transfer, column)
 
     async def chunks(self) -> AsyncIterator[int]:
@@ -156,6 +191,7 @@ class _AttachPipe(Pipe):
         return count
 
     async def close(self) -> None:
+        await self._stop_meanwhile()  # (the read ends its transaction however it ends)
         if not self._attached:
             return
         self._attached = False

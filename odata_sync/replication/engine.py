@@ -386,26 +386,26 @@ class _TaskRun:
         layout = await self._prepare(columns, chosen, create=create)
         if layout.truncations:
             return None
-        return await passthrough.open_pipe(self.source, self.destination, await self._transfer(layout))
+        check, _position = self._check_of(columns, chosen)
+        return await passthrough.open_pipe(self.source, self.destination, await self._transfer(layout, check))
 
-    async def _transfer(self, layout: tables.Layout) -> passthrough.Transfer:
-        """The layout's columns as a pass-through copy names them (a table source's and the destination's)."""
+    async def _transfer(self, layout: tables.Layout, check: str | None = None) -> passthrough.Transfer:
+        """The layout's columns as a pass-through copy names them (a table source's and the destination's), and the
+        check column."""
         table = self.task.statement.source_table
         assert table is not None and self.source_columns is not None
         by_name = {c.name: c for c in self.source_columns}
         ours = {c.name: c for c in await self.destination.list_columns(self.target.name, self.target.schema)}
         return passthrough.Transfer(table.name, self.source_schema, [by_name[n] for n in layout.source_names],
                                     self.target.name, self.target.schema, [ours[n] for n in layout.names],
-                                    max(self.options.batch_size, passthrough.MIN_CHUNK_ROWS))
+                                    max(self.options.batch_size, passthrough.MIN_CHUNK_ROWS), check,
+                                    tuple(c.name for c in self.source_columns if c.primary_key))
 
     async def _load_piped(self, pipe: passthrough.Pipe, chosen: Plan) -> AsyncIterator[Progress]:
         """The load through the pipe: the rows never become Python values."""
-        assert self.source_columns is not None
-        check, position = self._check_of(self.source_columns, chosen)
+        check = pipe.transfer.check
         async with pipe:
             yield self._stage(f"copying without conversion: {pipe.description}")
-            # the highest check value before any row is copied: a row changed during the load is read again next time
-            mark = await pipe.highest(self.source_columns[position].name) if position is not None else None
             if chosen.truncate:
                 await self.destination.truncate(self.target.name, self.target.schema)
             async for rows in pipe.chunks():
@@ -413,6 +413,8 @@ class _TaskRun:
                 self.inserted += rows
                 yield self._committed(rows)
                 self._check_cancel()
+            # of the copy's snapshot (or an older one): a row changed during the load is read again next time
+            mark = await pipe.highest(check) if check is not None else None
         self.loaded = (check, mark, False)
 
     async def _reconcile(self, chosen: Plan, state: TableState | None) -> AsyncIterator[Progress]:

@@ -240,7 +240,7 @@ async def test_unsupported_types_go_the_normal_way(pg_source_url, tmp_path):
 @pytest.mark.parametrize("snapshot", [True, False], ids=["exported snapshot", "no snapshot"])
 async def test_chunked_load_then_incremental_converges(pg_source_url, tmp_path, small_chunks, monkeypatch, snapshot):
     """Many chunks, then changes and an incremental run reading only them (the mark is right); without an exported
-    snapshot (a server that refuses it) ``highest`` reads on the copy's own connection first."""
+    snapshot (a server that refuses it) ``highest`` reads on the copy's own connection after it."""
     if not snapshot:
         monkeypatch.setattr(pg_sqlite_pipe, "_EXPORT", "SELECT no_such_function()")
     src_place = make_place("PostgreSQL", tmp_path, pg_source_url)

@@ -3,9 +3,12 @@ exactly as the normal path (the pipe disabled) stores it, fails where the normal
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import random
 import sqlite3
 import struct
+import threading
 import uuid
 
 import asyncpg
@@ -18,6 +21,7 @@ from odata_sync.replication import (
     SUCCESS,
     BatchCommitted,
 )
+from odata_sync.replication.state import StateTable
 from tests.connectors.conftest import server_connection_string
 from tests.replication import source as orders
 from tests.replication.checksum import checksum
@@ -153,7 +157,8 @@ async def test_chunked_load_then_incremental_converges(pg_destination_url, tmp_p
     try:
         full = await replicate(src, dst, BatchSize=CHUNK)
         assert full.task.status == SUCCESS, full.task.error
-        assert piped(full) == [f"copying without conversion: COPY text rendered by SQLite, {N // CHUNK} chunk(s)"]
+        assert piped(full) == [f"copying without conversion: COPY text rendered by SQLite, {N // CHUNK} chunk(s) "
+                               "on 2 connection pair(s)"]
         commits = full.of(BatchCommitted)
         assert len(commits) == N // CHUNK and sum(c.rows for c in commits) == N
         assert await checksum(src, "orders", orders.COLUMNS) == await checksum(dst, "orders", orders.COLUMNS)
@@ -177,7 +182,8 @@ async def test_failure_in_a_late_chunk_keeps_whole_chunks_and_the_next_run_conve
         assert failed.task.status == FAILED and "not a time" in failed.task.error, failed.task.error
         assert piped(failed)
         committed = sum(c.rows for c in failed.of(BatchCommitted))
-        assert committed == N - CHUNK  # every chunk but the last, each whole
+        # whole chunks: every one but the last, less the other pair's chunk when it was still in flight
+        assert committed in (N - CHUNK, N - 2 * CHUNK) and len(failed.of(BatchCommitted)) == committed // CHUNK
         assert (await checksum(dst, "orders", ["id"]))[0] == committed
         assert not src.conn.in_transaction  # the source's snapshot was released
 
@@ -231,3 +237,87 @@ async def test_without_rowid_and_unsupported_types(pg_destination_url, tmp_path)
     finally:
         await src.close()
         await dst.close()
+
+
+async def _source_checksum(src_place) -> tuple:
+    src = src_place.connector()
+    try:
+        return await checksum(src, "orders", orders.COLUMNS)
+    finally:
+        await src.close()
+
+
+async def _loads_as_it_was(src_place, dst_place, before: tuple, pairs: int, **job) -> None:
+    """A piped load on ``pairs`` connection pairs stores the source as it was (``before``) and saves as its mark the
+    source's highest ``updated_at``, as the normal path reads it."""
+    src, dst = src_place.connector(), dst_place.connector()
+    try:
+        full = await replicate(src, dst, BatchSize=CHUNK, **job)
+        assert full.task.status == SUCCESS, full.task.error
+        assert f"on {pairs} connection pair(s)" in piped(full)[0]
+        assert await checksum(dst, "orders", orders.COLUMNS) == before
+        with sqlite3.connect(src_place.location) as conn:
+            highest = conn.execute("SELECT max(updated_at) FROM orders").fetchone()[0]
+        state = await StateTable(dst, None).load("orders")
+        assert state is not None and state.mark == dt.datetime.fromisoformat(highest)
+    finally:
+        await src.close()
+        await dst.close()
+
+
+async def test_two_readers_share_one_snapshot_and_hold_writers_off(pg_destination_url, tmp_path, monkeypatch,
+                                                                    small_chunks):
+    """The second connection reads the same snapshot: while the load runs, no writer can commit."""
+    monkeypatch.setattr(sqlite_pg_pipe, "BLOCK_ROWS", 300)
+    src_place, dst_place = make_place("SQLite", tmp_path), make_place("PostgreSQL", tmp_path, pg_destination_url)
+    await src_place.make_orders(N)
+    before = await _source_checksum(src_place)
+    refused = []
+    another = sqlite_pg_pipe._TextCopyPipe._another_reader
+
+    async def then_write(pipe):
+        reader = await another(pipe)
+        conn = sqlite3.connect(src_place.location, timeout=0.2, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE orders SET note = 'during the load' WHERE id = 1")
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            refused.append(str(exc))
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+        return reader
+
+    monkeypatch.setattr(sqlite_pg_pipe._TextCopyPipe, "_another_reader", then_write)
+    await _loads_as_it_was(src_place, dst_place, before, 2)
+    assert refused == ["database is locked"]
+
+
+async def test_a_waiting_writer_or_wal_leaves_one_reader(pg_destination_url, tmp_path, monkeypatch, small_chunks):
+    """A writer already waiting to commit would deadlock with a second reader's lock, and a WAL reader's snapshot
+    is its own: both load on one connection pair, from one snapshot."""
+    src_place, dst_place = make_place("SQLite", tmp_path), make_place("PostgreSQL", tmp_path, pg_destination_url)
+    await src_place.make_orders(N)
+    before = await _source_checksum(src_place)
+    committed = threading.Event()
+    another = sqlite_pg_pipe._TextCopyPipe._another_reader
+
+    def write() -> None:
+        with sqlite3.connect(src_place.location, timeout=60) as conn:
+            conn.execute("UPDATE orders SET note = 'waited' WHERE id = 1")
+            conn.commit()  # waits for the load's shared lock, holding the lock that keeps new readers out
+        committed.set()
+
+    async def writer_first(pipe):
+        threading.Thread(target=write, daemon=True).start()
+        await asyncio.sleep(0.5)
+        return await another(pipe)
+
+    monkeypatch.setattr(sqlite_pg_pipe._TextCopyPipe, "_another_reader", writer_first)
+    await _loads_as_it_was(src_place, dst_place, before, 1)
+    assert await asyncio.to_thread(committed.wait, 30)
+
+    with sqlite3.connect(src_place.location) as conn:
+        assert conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
+    await _loads_as_it_was(src_place, dst_place, await _source_checksum(src_place), 1, DropTable=True)
