@@ -4,8 +4,9 @@ The engine never reads the metadata store: the caller hands it plain dictionarie
 frozen dataclasses turn them into typed settings once. Property names are matched case-insensitively, and a None
 value means the default (as the API treats nulls on create).
 
-Precedence of an option, highest first: the task's ``WITH`` clause, the job's own property (DropTable, BatchSize…),
-the job's ``OtherCacheOptions`` (IncrementalCheckColumns, IncrementalLookback…), the default.
+Precedence of an option, highest first: the task's ``WITH`` clause, the job's own property (DropTable, BatchSize…)
+unless it is at its default, the job's ``OtherCacheOptions`` (IncrementalCheckColumns, IncrementalLookback…), the
+default.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ DEFAULT_INTERVAL_UNIT = "days"
 
 def _lookup(row: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in row.items()}
+
+
+def _unless(flag: bool, default: bool) -> bool | None:
+    """A job's flag as an option: None (not given) at its default."""
+    return None if flag == default else flag
 
 
 def _text(value: Any) -> str | None:
@@ -110,10 +116,12 @@ class JobSettings:
 
     @property
     def options(self) -> Options:
-        """The job-level options: its own properties over its OtherCacheOptions."""
-        own = Options(drop_table=self.drop_table, truncate_table=self.truncate_table_data,
-                      alter_schema=self.alter_schema, auto_truncate_strings=self.auto_truncate_strings,
-                      skip_deleted=self.skip_deleted, batch_size=self.batch_size,
+        """The job-level options: its own properties over its OtherCacheOptions. The store always holds a value for
+        the job's flags, so a flag at its default is taken as not set: OtherCacheOptions may still set it."""
+        own = Options(drop_table=_unless(self.drop_table, False), truncate_table=_unless(self.truncate_table_data, False),
+                      alter_schema=_unless(self.alter_schema, True),
+                      auto_truncate_strings=_unless(self.auto_truncate_strings, False),
+                      skip_deleted=_unless(self.skip_deleted, False), batch_size=self.batch_size,
                       replicate_start_date=self.replicate_start_date, replicate_interval=self.replicate_interval,
                       replicate_interval_unit=self.replicate_interval_unit)
         return own.over(self.cache_options)

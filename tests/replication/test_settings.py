@@ -94,6 +94,19 @@ def test_precedence_task_with_then_job_property_then_other_cache_options_then_de
                                    parse_replicate("REPLICATE [t] WITH TruncateTable=false")).truncate_table
 
 
+def test_job_flags_at_their_defaults_leave_other_cache_options_to_decide():
+    """The store always holds the job's flags, so one at its default does not hide OtherCacheOptions' setting."""
+    given = JobSettings.from_row({"DropTable": False, "AlterSchema": True, "SkipDeleted": False,
+                                  "OtherCacheOptions": "DropTable=true,AlterSchema=false,SkipDeleted=true,"
+                                                       "TruncateTableData=true,AutoTruncateStrings=true"})
+    resolved = TaskOptions.resolve(given, parse_replicate("REPLICATE [t]"))
+    assert (resolved.drop_table, resolved.alter_schema, resolved.skip_deleted, resolved.truncate_table,
+            resolved.auto_truncate_strings) == (True, False, True, True, True)
+    # a job flag away from its default still wins
+    own = JobSettings.from_row({"AlterSchema": False, "OtherCacheOptions": "AlterSchema=true"})
+    assert not TaskOptions.resolve(own, parse_replicate("REPLICATE [t]")).alter_schema
+
+
 def test_task_settings_and_targets():
     task = TaskSettings.from_row({"TaskId": "7", "Index": 2, "Query": None, "Table": "Order Lines"})
     assert task.query == "REPLICATE [Order Lines]" and task.task_id == 7 and task.index == 2
