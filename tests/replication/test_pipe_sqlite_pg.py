@@ -309,9 +309,25 @@ async def test_a_waiting_writer_or_wal_leaves_one_reader(pg_destination_url, tmp
             conn.commit()  # waits for the load's shared lock, holding the lock that keeps new readers out
         committed.set()
 
+    def keeps_readers_out() -> bool:
+        probe = sqlite3.connect(src_place.location, timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN")
+            probe.execute("SELECT 1 FROM orders LIMIT 1").fetchall()
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            probe.close()
+
     async def writer_first(pipe):
         threading.Thread(target=write, daemon=True).start()
-        await asyncio.sleep(0.5)
+        for _ in range(200):  # until the writer waits to commit (no new reader can begin then)
+            if await asyncio.to_thread(keeps_readers_out):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the writer never began to wait")
         return await another(pipe)
 
     monkeypatch.setattr(sqlite_pg_pipe._TextCopyPipe, "_another_reader", writer_first)
