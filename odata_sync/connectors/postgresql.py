@@ -7,6 +7,7 @@ upserts COPY into a temporary table and merge from there, so a batch costs a few
 from __future__ import annotations
 
 import itertools
+import re
 import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,6 +29,14 @@ from .sql import (
 from .types import PG_NATIVE_DECODED, CanonicalType, TypeWarning, _split, pg_to_canonical, to_native
 
 _stage_ids = itertools.count(1)
+#: Upserts of at most this many rows bind them as parameters instead of staging them (``_upsert_bound``), when every
+#: column has one of these built-in types (not ``character``: a bare cast to it means char(1)).
+_BOUND_ROWS = 16
+_BOUND_TYPES = frozenset({
+    "smallint", "integer", "bigint", "real", "double precision", "numeric", "boolean", "text", "character varying",
+    "bytea", "date", "time without time zone", "time with time zone", "timestamp without time zone",
+    "timestamp with time zone", "interval", "uuid", "json", "jsonb"})
+_TYPMOD = re.compile(r"\(\d+(?:,\d+)?\)")
 _TABLE_KINDS = {"TABLES": ["r", "p", "f"], "VIEWS": ["v", "m"], "ALL": ["r", "p", "f", "v", "m"]}
 #: Types without an equality operator: compared as text when an upsert looks for changed rows.
 _NO_EQUALITY = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle")
@@ -314,8 +323,29 @@ class PostgreSQLConnector(Connector):
     async def _upsert_batch(self, table: str, schema: str | None, columns: list[ColumnInfo],
                             rows: Sequence[Sequence[Any]], key: list[str],
                             ready: frozenset[int] = frozenset()) -> WriteCounts:
+        if len(rows) <= _BOUND_ROWS and all(_TYPMOD.sub("", c.native_type).lower() in _BOUND_TYPES for c in columns) \
+                and await self._unique_index_on(self._target(table, schema), key):
+            return await self._upsert_bound(table, schema, columns, rows, key, ready)
         stage = await self._stage(table, schema, columns, rows, ready)
         return await self.merge_staged(table, schema, columns, stage, key)
+
+    async def _upsert_bound(self, table: str, schema: str | None, columns: list[ColumnInfo],
+                            rows: Sequence[Sequence[Any]], key: list[str], ready: frozenset[int]) -> WriteCounts:
+        """A few rows upserted by one statement, bound as parameters of the columns' types (each encoded as COPY
+        encodes it): a temporary table and a COPY would cost more than the rows (the engine's state row, say)."""
+        converters = [None if i in ready else values.coercer(c.canonical) for i, c in enumerate(columns)]
+        # the type without its modifier: a cast to varchar(n) would cut a long value that the insert refuses
+        width, casts = len(columns), [_TYPMOD.sub("", c.native_type) for c in columns]
+        tuples = ", ".join("(" + ", ".join(f"${r * width + i + 1}::{casts[i]}" for i in range(width)) + ")"
+                           for r in range(len(rows)))
+        names = [c.name for c in columns]
+        key = [next(n for n in names if n.lower() == k.lower()) for k in key]
+        bound = f"(VALUES {tuples}) AS _s({', '.join(map(_q, names))})"
+        natives = {c.name: c.native_type.lower() for c in columns}
+        args = [v for row in values.convert_rows(rows, converters) for v in row]
+        inserted, updated = await self.conn.fetchrow(
+            _conflict_upsert(self._target(table, schema), bound, names, key, _differs(natives)), *args)
+        return WriteCounts(inserted=inserted, updated=updated)
 
     async def merge_staged(self, table: str, schema: str | None, columns: list[ColumnInfo], stage: str,
                            key: list[str], where: str | None = None) -> WriteCounts:

@@ -1,5 +1,6 @@
 """Values already canonical skip conversion: PostgreSQL reads pass decoded values through, and a write told the
-incoming types (``canonical=``) converts only the columns whose type differs."""
+incoming types (``canonical=``) converts only the columns whose type differs; a few PostgreSQL upserted rows bound
+as parameters store what staged rows store."""
 
 from __future__ import annotations
 
@@ -47,3 +48,35 @@ async def test_postgresql_read_and_hinted_write_keep_canonical_values(connect, p
     _cols, batches = await pg.read(target, order_by=["id"])
     assert [row async for batch in batches for row in batch] == [
         (1, dt.datetime(2024, 1, 2, 3, 4, 5), "x"), (2, dt.datetime(2024, 1, 2, 3, 4, 5, 678000), "y")]
+
+
+async def test_postgresql_small_upserts_bound_as_parameters_store_what_staged_ones_store(connect, pg_url,
+                                                                                        monkeypatch) -> None:
+    """A few rows are bound as parameters instead of staged: same values stored, same counts, same refusals."""
+    from odata_sync.connectors import postgresql
+
+    pg = await connect("PostgreSQL")
+    names = ["id", "note", "amount", "at", "atz", "data", "doc", "tags"]
+    ddl = ("(id bigint PRIMARY KEY, note varchar(5), amount numeric(8,2), at timestamp(3), atz timestamptz, "
+           "data bytea, doc jsonb, tags text)")
+    rows = [(1, "abc", "1.005", "2024-01-02 03:04:05.6789", "2024-01-02T03:04:05+02:00", b"\x00\xff", '{"a": [1]}',
+             None), (2, None, None, None, None, None, None, "x")]
+    stored, outcomes = [], []
+    for bound in (True, False):
+        monkeypatch.setattr(postgresql, "_BOUND_ROWS", 16 if bound else 0)
+        table = table_name()
+        await pg.execute(f"CREATE TABLE {table} {ddl}")
+        first = await pg.upsert_batch(table, names, rows, ["id"])
+        again = await pg.upsert_batch(table, names, [rows[0], (2, "new", None, None, None, None, None, "x"),
+                                                      (3, None, None, None, None, None, None, None)], ["id"])
+        try:
+            await pg.upsert_batch(table, names, [(4, "too long", None, None, None, None, None, None)], ["id"])
+        except Exception as exc:  # noqa: BLE001 - the refusal itself is compared
+            refused = str(exc)
+        outcomes.append(((first.inserted, first.updated), (again.inserted, again.updated), refused))
+        _columns, batches = await pg.read(table, order_by=["id"])
+        stored.append([row async for batch in batches for row in batch])
+    assert outcomes[0] == outcomes[1] and outcomes[0][:2] == ((2, 0), (1, 1)) and "too long" in outcomes[0][2]
+    assert stored[0] == stored[1] and len(stored[0]) == 3
+    assert stored[0][0][2] == decimal.Decimal("1.01") and stored[0][0][3] == dt.datetime(2024, 1, 2, 3, 4, 5, 679000)
+
