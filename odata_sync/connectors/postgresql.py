@@ -357,6 +357,8 @@ class PostgreSQLConnector(Connector):
         if await self._unique_index_on(target, key):
             rows = _q(stage) + (f" WHERE {where}" if where else "")
             inserted, updated = await self.conn.fetchrow(_conflict_upsert(target, rows, names, key, _differs(natives)))
+            if not where:
+                await self.conn.execute(f"DROP TABLE {_q(stage)}")
             return WriteCounts(inserted=inserted, updated=updated)
         if where:  # the statements below join the staged rows by name: those rows on their own
             part = f"_odsync_stage_{next(_stage_ids)}"
