@@ -65,6 +65,28 @@ def _pg_admin(sql: str) -> None:
     asyncio.run(run())
 
 
+async def pg_execute(url: str, sql: str) -> None:
+    """Run ``sql`` (one or more statements) on the PostgreSQL database at ``url``."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def pg_fetch(url: str, sql: str) -> list[tuple]:
+    """The rows of one query on the PostgreSQL database at ``url``."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        return [tuple(r) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
 def _mysql_admin(sql: str) -> None:
     import asyncio
 

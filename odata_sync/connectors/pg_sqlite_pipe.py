@@ -33,7 +33,7 @@ from odata_sync.errors import BadRequest
 from . import values
 from .base import ColumnInfo
 from .passthrough import Pipe, Transfer
-from .postgresql import PostgreSQLConnector, _q, _read_converter, _select_expr
+from .postgresql import PostgreSQLConnector, _q, _read_converter, _select_expr, close_all
 from .sqlite import SQLiteConnector
 from .sqlite import _q as _sq
 from .types import _split
@@ -414,16 +414,8 @@ class _TextPipe(Pipe):
                 await self._reading
             self._reading = None
         reader, holder, self._reader, self._holder = self._reader, self._holder, None, None
-        for conn in (reader, holder if holder is not reader else None):
-            if conn is None:
-                continue
-            if (conn is reader and self._busy) or conn.is_closed():
-                conn.terminate()  # a COPY cut short
-                continue
-            try:
-                await conn.close(timeout=5)
-            except Exception:
-                conn.terminate()
+        await close_all([c for c in (reader, None if holder is reader else holder) if c is not None],
+                        (reader,) if self._busy else ())  # (a COPY cut short on the reader)
 
         def rollback() -> None:
             self._rest, self._pending, self._carry = [], 0, None

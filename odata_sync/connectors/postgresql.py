@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import re
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -81,7 +81,10 @@ def _read_converter(column: ColumnInfo, *, as_selected: bool) -> values.Converte
     return values.coercer(column.canonical)
 
 
-def _differs(native: dict[str, str]) -> Any:
+def _differs(columns: Sequence[ColumnInfo]) -> Any:
+    """The null-safe inequality of two values of a column (as text for types without equality)."""
+    native = {c.name: c.native_type.lower() for c in columns}
+
     def differs(left: str, right: str, column: str) -> str:
         if native.get(column, "").split("(")[0] in _NO_EQUALITY:
             return f"{left}::text IS DISTINCT FROM {right}::text"
@@ -323,50 +326,57 @@ class PostgreSQLConnector(Connector):
     async def _upsert_batch(self, table: str, schema: str | None, columns: list[ColumnInfo],
                             rows: Sequence[Sequence[Any]], key: list[str],
                             ready: frozenset[int] = frozenset()) -> WriteCounts:
-        if len(rows) <= _BOUND_ROWS and all(_TYPMOD.sub("", c.native_type).lower() in _BOUND_TYPES for c in columns) \
-                and await self._unique_index_on(self._target(table, schema), key):
-            return await self._upsert_bound(table, schema, columns, rows, key, ready)
+        key = _named(key, columns)
+        unique = await self._unique_index_on(self._target(table, schema), key)
+        bare = [_TYPMOD.sub("", c.native_type) for c in columns]
+        if unique and len(rows) <= _BOUND_ROWS and all(b.lower() in _BOUND_TYPES for b in bare):
+            return await self._upsert_bound(table, schema, columns, bare, rows, key, ready)
         stage = await self._stage(table, schema, columns, rows, ready)
-        return await self.merge_staged(table, schema, columns, stage, key)
+        return await self.merge_staged(table, schema, columns, stage, key, unique=unique)
 
-    async def _upsert_bound(self, table: str, schema: str | None, columns: list[ColumnInfo],
+    async def _upsert_bound(self, table: str, schema: str | None, columns: list[ColumnInfo], bare: list[str],
                             rows: Sequence[Sequence[Any]], key: list[str], ready: frozenset[int]) -> WriteCounts:
-        """A few rows upserted by one statement, bound as parameters of the columns' types (each encoded as COPY
-        encodes it): a temporary table and a COPY would cost more than the rows (the engine's state row, say)."""
+        """A few rows upserted by one statement, bound as parameters of the columns' types without modifiers (a cast
+        to varchar(n) would cut a long value that the insert refuses), each encoded as COPY encodes it: a temporary
+        table and a COPY would cost more than the rows (the engine's state row, say)."""
         converters = [None if i in ready else values.coercer(c.canonical) for i, c in enumerate(columns)]
-        # the type without its modifier: a cast to varchar(n) would cut a long value that the insert refuses
-        width, casts = len(columns), [_TYPMOD.sub("", c.native_type) for c in columns]
-        tuples = ", ".join("(" + ", ".join(f"${r * width + i + 1}::{casts[i]}" for i in range(width)) + ")"
+        width = len(columns)
+        tuples = ", ".join("(" + ", ".join(f"${r * width + i + 1}::{bare[i]}" for i in range(width)) + ")"
                            for r in range(len(rows)))
-        names = [c.name for c in columns]
-        key = [next(n for n in names if n.lower() == k.lower()) for k in key]
-        bound = f"(VALUES {tuples}) AS _s({', '.join(map(_q, names))})"
-        natives = {c.name: c.native_type.lower() for c in columns}
+        bound = f"(VALUES {tuples}) AS _s({', '.join(_q(c.name) for c in columns)})"
         args = [v for row in values.convert_rows(rows, converters) for v in row]
+        return await self._upsert_from(table, schema, columns, bound, key, *args)
+
+    async def _upsert_from(self, table: str, schema: str | None, columns: list[ColumnInfo], rows: str,
+                           key: list[str], *args: Any) -> WriteCounts:
+        """``rows`` (a FROM item) upserted through the unique index on ``key`` (column names)."""
         inserted, updated = await self.conn.fetchrow(
-            _conflict_upsert(self._target(table, schema), bound, names, key, _differs(natives)), *args)
+            _conflict_upsert(self._target(table, schema), rows, [c.name for c in columns], key, _differs(columns)),
+            *args)
         return WriteCounts(inserted=inserted, updated=updated)
 
     async def merge_staged(self, table: str, schema: str | None, columns: list[ColumnInfo], stage: str,
-                           key: list[str], where: str | None = None) -> WriteCounts:
+                           key: list[str], where: str | None = None, unique: bool | None = None) -> WriteCounts:
         """Upsert the rows of the temporary table ``stage`` (no key twice) into the table, then drop ``stage``; with
-        ``where``, only the rows of ``stage`` it selects, and ``stage`` stays."""
-        key = [next(c.name for c in columns if c.name.lower() == k.lower()) for k in key]
-        natives = {c.name: c.native_type.lower() for c in columns}
-        target, names = self._target(table, schema), [c.name for c in columns]
-        if await self._unique_index_on(target, key):
-            rows = _q(stage) + (f" WHERE {where}" if where else "")
-            inserted, updated = await self.conn.fetchrow(_conflict_upsert(target, rows, names, key, _differs(natives)))
+        ``where``, only the rows of ``stage`` it selects, and ``stage`` stays. ``unique``: whether the key has a
+        unique index, when the caller knows."""
+        target, key = self._target(table, schema), _named(key, columns)
+        if unique is None:
+            unique = await self._unique_index_on(target, key)
+        if unique:
+            counts = await self._upsert_from(table, schema, columns,
+                                             _q(stage) + (f" WHERE {where}" if where else ""), key)
             if not where:
                 await self.conn.execute(f"DROP TABLE {_q(stage)}")
-            return WriteCounts(inserted=inserted, updated=updated)
+            return counts
+        names = [c.name for c in columns]
         if where:  # the statements below join the staged rows by name: those rows on their own
             part = f"_odsync_stage_{next(_stage_ids)}"
             await self.conn.execute(f"CREATE TEMP TABLE {_q(part)} AS SELECT {', '.join(map(_q, names))} "
                                     f"FROM {_q(stage)} WHERE {where}")
             stage = part
         # no index to resolve conflicts with (a table made elsewhere): delete changed rows, insert missing
-        delete, insert = merge_statements(target, _q(stage), names, key, _q, _differs(natives))
+        delete, insert = merge_statements(target, _q(stage), names, key, _q, _differs(columns))
         updated = _count(await self.conn.execute(delete))
         inserted = _count(await self.conn.execute(insert)) - updated
         await self.conn.execute(f"DROP TABLE {_q(stage)}")
@@ -423,6 +433,25 @@ class PostgreSQLConnector(Connector):
         tx, self._tx = self._tx, None
         if tx is not None and self._conn is not None and not self._conn.is_closed():
             await tx.rollback()
+
+
+def _named(key: Sequence[str], columns: list[ColumnInfo]) -> list[str]:
+    """Key columns as the table spells them (the caller's may differ in case)."""
+    return [next(c.name for c in columns if c.name.lower() == k.lower()) for k in key]
+
+
+async def close_all(connections: Iterable[asyncpg.Connection], cut_short: Container[asyncpg.Connection] = ()
+                    ) -> None:
+    """Close connections a pipe opened; one whose COPY was cut short (in ``cut_short``) or that broke is dropped at
+    once, and the server rolls its transaction back."""
+    for conn in connections:
+        if conn in cut_short or conn.is_closed():
+            conn.terminate()
+            continue
+        try:
+            await conn.close(timeout=5)
+        except Exception:
+            conn.terminate()
 
 
 def _count(status: str) -> int:

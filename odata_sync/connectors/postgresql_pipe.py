@@ -21,7 +21,7 @@ import asyncpg
 from . import values
 from .base import WriteCounts
 from .passthrough import Pipe, Transfer, in_parallel
-from .postgresql import PostgreSQLConnector, _count, _q, _stage_ids
+from .postgresql import PostgreSQLConnector, _count, _q, _stage_ids, close_all
 
 #: Pairs of connections copying at once: the destination's index maintenance and WAL are the bottleneck, and two
 #: backends writing use both cores of a small server.
@@ -211,14 +211,7 @@ class _CopyPipe(Pipe):
 
     async def close(self) -> None:
         connections, self._readers, self._writers = self._readers + self._writers, [], []
-        for conn in connections:
-            if conn in self._busy or conn.is_closed():
-                conn.terminate()  # a COPY was cut short: the server rolls its transaction back
-                continue
-            try:
-                await conn.close(timeout=5)
-            except Exception:
-                conn.terminate()
+        await close_all(connections, self._busy)
         self._busy.clear()
 
 

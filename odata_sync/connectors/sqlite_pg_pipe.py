@@ -33,7 +33,7 @@ from odata_sync.errors import BadRequest
 from . import values
 from .base import ColumnInfo
 from .passthrough import Pipe, Transfer, in_parallel
-from .postgresql import PostgreSQLConnector, _count
+from .postgresql import PostgreSQLConnector, _count, close_all
 from .sqlite import SQLiteConnector, _q
 from .sqlite_pipe import as_read, highest, rowid_ranges
 from .threads import ConnectionThread
@@ -201,7 +201,6 @@ class _TextCopyPipe(Pipe):
                 raise
         return convert
 
-
     async def start(self) -> None:
         chunk = self.transfer.chunk_rows
 
@@ -362,14 +361,7 @@ class _TextCopyPipe(Pipe):
 
     async def close(self) -> None:
         writers, self._writers = self._writers, []
-        for writer in writers:
-            if writer in self._busy or writer.is_closed():
-                writer.terminate()  # a COPY was cut short: the server rolls its transaction back
-            else:
-                try:
-                    await writer.close(timeout=5)
-                except Exception:
-                    writer.terminate()
+        await close_all(writers, self._busy)
         self._busy.clear()
         others, self._readers = self._readers[1:], []
         for reader in others:

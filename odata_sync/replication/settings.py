@@ -12,7 +12,7 @@ default.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
 
@@ -31,11 +31,6 @@ DEFAULT_INTERVAL_UNIT = "days"
 
 def _lookup(row: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in row.items()}
-
-
-def _unless(flag: bool, default: bool) -> bool | None:
-    """A job's flag as an option: None (not given) at its default."""
-    return None if flag == default else flag
 
 
 def _text(value: Any) -> str | None:
@@ -118,12 +113,17 @@ class JobSettings:
     def options(self) -> Options:
         """The job-level options: its own properties over its OtherCacheOptions. The store always holds a value for
         the job's flags, so a flag at its default is taken as not set: OtherCacheOptions may still set it."""
-        own = Options(drop_table=_unless(self.drop_table, False), truncate_table=_unless(self.truncate_table_data, False),
-                      alter_schema=_unless(self.alter_schema, True),
-                      auto_truncate_strings=_unless(self.auto_truncate_strings, False),
-                      skip_deleted=_unless(self.skip_deleted, False), batch_size=self.batch_size,
-                      replicate_start_date=self.replicate_start_date, replicate_interval=self.replicate_interval,
-                      replicate_interval_unit=self.replicate_interval_unit)
+        defaults = {f.name: f.default for f in fields(self)}
+
+        def given(name: str) -> Any:
+            return None if getattr(self, name) == defaults[name] else getattr(self, name)
+
+        own = Options(drop_table=given("drop_table"), truncate_table=given("truncate_table_data"),
+                      alter_schema=given("alter_schema"), auto_truncate_strings=given("auto_truncate_strings"),
+                      skip_deleted=given("skip_deleted"), batch_size=given("batch_size"),
+                      replicate_start_date=given("replicate_start_date"),
+                      replicate_interval=given("replicate_interval"),
+                      replicate_interval_unit=given("replicate_interval_unit"))
         return own.over(self.cache_options)
 
 

@@ -19,6 +19,7 @@ from odata_sync.replication import (
     TaskStage,
     TaskStarted,
 )
+from tests.databases import pg_execute, pg_fetch
 from tests.replication import source as orders
 from tests.replication.checksum import checksum, duplicate_keys
 from tests.replication.conftest import PIPE_CHUNK as CHUNK
@@ -192,19 +193,10 @@ async def test_sqlite_pipe_stores_what_the_normal_path_stores(tmp_path, monkeypa
     assert stored[0] == stored[1]
 
 
-async def _sql(url: str, sql: str) -> list:
-    conn = await asyncpg.connect(url)
-    try:
-        return [tuple(r) for r in await conn.fetch(sql)] if sql.lstrip().upper().startswith("SELECT") \
-            else await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 async def test_staged_merge_with_a_key_twice_or_no_unique_index(pg_source_url, pg_destination_url, tmp_path):
     """A source table without a primary key may stage a key twice: its later row wins. A destination table without
     a unique index on the key (made elsewhere) merges its batches by delete and insert."""
-    await _sql(pg_source_url,
+    await pg_execute(pg_source_url,
                "CREATE TABLE nokey (id integer NOT NULL, v text, updated_at timestamp); "
                "INSERT INTO nokey SELECT g, 'v' || g, TIMESTAMP '2024-01-01' + g * INTERVAL '1 second' "
                "FROM generate_series(1, 300) g; "
@@ -216,16 +208,16 @@ async def test_staged_merge_with_a_key_twice_or_no_unique_index(pg_source_url, p
     try:
         for query in ("REPLICATE [nokey] (PRIMARY KEY (id))", "REPLICATE [keyed]"):
             assert (await replicate(src, dst, query)).task.status == SUCCESS
-        await _sql(pg_source_url,
+        await pg_execute(pg_source_url,
                    "INSERT INTO nokey VALUES (7, 'first', '2030-01-01'), (7, 'second', '2030-01-02'); "
                    "UPDATE keyed SET v = 'changed', updated_at = '2030-01-01' WHERE id % 10 = 0; "
                    "INSERT INTO keyed VALUES (301, 'new', '2030-01-02')")
-        await _sql(pg_destination_url, "ALTER TABLE keyed DROP CONSTRAINT keyed_pkey")
+        await pg_execute(pg_destination_url, "ALTER TABLE keyed DROP CONSTRAINT keyed_pkey")
 
         twice = await replicate(src, dst, "REPLICATE [nokey] (PRIMARY KEY (id))", BatchSize=1)
         assert twice.task.status == SUCCESS, twice.task.error
         assert merged(twice)
-        assert await _sql(pg_destination_url, "SELECT v FROM nokey WHERE id = 7") == [("second",)]
+        assert await pg_fetch(pg_destination_url, "SELECT v FROM nokey WHERE id = 7") == [("second",)]
         # the first row merged in its own batch, the second replaced it in the next
         assert (twice.task.inserted, twice.task.updated) == (0, 2)
 

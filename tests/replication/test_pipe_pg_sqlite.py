@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 
-import asyncpg
 import pytest
 
 from odata_sync.connectors import open_connector, passthrough, pg_sqlite_pipe
@@ -16,6 +15,7 @@ from odata_sync.replication import (
     BatchCommitted,
     TaskStage,
 )
+from tests.databases import pg_execute
 from tests.replication import source as orders
 from tests.replication.checksum import checksum, duplicate_keys
 from tests.replication.conftest import PIPE_CHUNK as CHUNK
@@ -63,14 +63,6 @@ FROM generate_series(100, 2100) g;
 """
 
 
-async def run_sql(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def stored(path, table: str) -> list[tuple]:
     """Every value as Python reads it back (repr keeps -0.0 and a float's last digit) with its storage class."""
     with sqlite3.connect(path) as conn:
@@ -102,9 +94,9 @@ async def test_pipe_stores_what_the_normal_path_stores(pg_source_url, tmp_path, 
     """Byte for byte, storage class included: NULLs, COPY escapes, extreme integers, doubles (NaN, infinities,
     -0.0, subnormals), numerics, infinite and extreme dates and times, uuid, json, bytea, arrays, enum, interval;
     under an ISO DateStyle (timestamps from their own text) and another one (from ``to_char``)."""
-    await run_sql(pg_source_url, f"DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET DateStyle = %L', "
+    await pg_execute(pg_source_url, f"DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET DateStyle = %L', "
                                  f"current_database(), '{datestyle}'); END $$")
-    await run_sql(pg_source_url, AWKWARD)
+    await pg_execute(pg_source_url, AWKWARD)
     (piped_load, piped_path), (normal_load, normal_path) = await load_both(
         monkeypatch, tmp_path, pg_source_url, "REPLICATE [awkward]")
     assert piped_load.task.status == SUCCESS, piped_load.task.error
@@ -117,7 +109,7 @@ async def test_pipe_stores_what_the_normal_path_stores(pg_source_url, tmp_path, 
 
 
 async def test_a_view_is_stored_as_the_normal_path_stores_it(pg_source_url, tmp_path, monkeypatch):
-    await run_sql(pg_source_url, AWKWARD)
+    await pg_execute(pg_source_url, AWKWARD)
     query = "REPLICATE [awkward_view] (PRIMARY KEY (id))"
     (piped_load, piped_path), (normal_load, normal_path) = await load_both(monkeypatch, tmp_path, pg_source_url,
                                                                            query)
@@ -130,7 +122,7 @@ async def test_a_view_is_stored_as_the_normal_path_stores_it(pg_source_url, tmp_
 async def test_highest_is_the_normal_paths_mark(pg_source_url, tmp_path):
     """``highest`` of each kind a check column may have equals the maximum of the values the normal path reads
     (text by code point, whatever the database's collation)."""
-    await run_sql(pg_source_url, "CREATE TABLE h (id integer PRIMARY KEY, i bigint, n numeric(10,3), f float8, "
+    await pg_execute(pg_source_url, "CREATE TABLE h (id integer PRIMARY KEY, i bigint, n numeric(10,3), f float8, "
                                  "t text, v varchar(5), b bytea, d date, ts timestamp, tz timestamptz, tm time, "
                                  "e int);"
                                  "INSERT INTO h VALUES (1, 5, 1.500, 0.1, 'a', 'Zz', '\\x00', '2024-01-01', "
@@ -160,7 +152,7 @@ async def test_highest_is_the_normal_paths_mark(pg_source_url, tmp_path):
 async def test_pipe_into_an_existing_table_of_other_affinities(pg_source_url, tmp_path, monkeypatch):
     """A destination made beforehand with declared types of other affinities (booleans into BLOB and REAL ones, a
     double into a BLOB one, text into NUMERIC JSON, decimals into NUMERIC): still stored as the normal path does."""
-    await run_sql(pg_source_url, "CREATE TABLE t (id integer PRIMARY KEY, a bigint, f float8, s text, b boolean, "
+    await pg_execute(pg_source_url, "CREATE TABLE t (id integer PRIMARY KEY, a bigint, f float8, s text, b boolean, "
                                  "c boolean, n numeric(6,2)); "
                                  "INSERT INTO t VALUES (1, 5, 2.0, '12', true, true, 12.50), "
                                  "(2, NULL, 0.5, '1e3', false, false, NULL), (3, -7, 'Infinity', 'x', NULL, true, 0)")
@@ -195,7 +187,7 @@ async def test_a_value_python_cannot_hold_fails_as_in_the_normal_path(pg_source_
                                                                      column):
     """asyncpg cannot read these values, so the normal path fails on them (today with the driver's ValueError or
     OverflowError, which escapes the run); the pipe fails the task with what is wrong and stores nothing."""
-    await run_sql(pg_source_url, f"CREATE TABLE odd (id integer PRIMARY KEY, v {column}); "
+    await pg_execute(pg_source_url, f"CREATE TABLE odd (id integer PRIMARY KEY, v {column}); "
                                  f"INSERT INTO odd VALUES (1, NULL), (2, {value})")
     src = make_place("PostgreSQL", tmp_path, pg_source_url).connector()
     dst_place = make_place("SQLite", tmp_path)
@@ -222,7 +214,7 @@ async def test_a_value_python_cannot_hold_fails_as_in_the_normal_path(pg_source_
 
 async def test_unsupported_types_go_the_normal_way(pg_source_url, tmp_path):
     """A column whose value the destination converts (a declared type of another kind) means no pipe."""
-    await run_sql(pg_source_url, "CREATE TABLE t (id integer, n numeric(10,2)); INSERT INTO t VALUES (1, 2.50)")
+    await pg_execute(pg_source_url, "CREATE TABLE t (id integer, n numeric(10,2)); INSERT INTO t VALUES (1, 2.50)")
     src = make_place("PostgreSQL", tmp_path, pg_source_url).connector()
     dst_place = make_place("SQLite", tmp_path)
     dst = dst_place.connector()
@@ -289,7 +281,7 @@ async def test_failing_chunk_rolls_back_alone_and_the_next_run_converges(pg_sour
     src_place = make_place("PostgreSQL", tmp_path, pg_source_url)
     dst_place = make_place("SQLite", tmp_path)
     await src_place.make_orders(N)
-    await run_sql(pg_source_url, "ALTER TABLE orders DROP CONSTRAINT orders_pkey; "
+    await pg_execute(pg_source_url, "ALTER TABLE orders DROP CONSTRAINT orders_pkey; "
                                  "INSERT INTO orders SELECT * FROM orders WHERE id = 5")
     src, dst = src_place.connector(), dst_place.connector()
     query = "REPLICATE [orders] (PRIMARY KEY (id))"
@@ -299,7 +291,7 @@ async def test_failing_chunk_rolls_back_alone_and_the_next_run_converges(pg_sour
         assert sum(e.rows for e in failed.of(BatchCommitted)) == N  # every chunk before the duplicate's
         assert (await checksum(dst, "orders", ["id"]))[0] == N
 
-        await run_sql(pg_source_url, "DELETE FROM orders WHERE ctid = (SELECT max(ctid) FROM orders WHERE id = 5); "
+        await pg_execute(pg_source_url, "DELETE FROM orders WHERE ctid = (SELECT max(ctid) FROM orders WHERE id = 5); "
                                      "CREATE TABLE rebuilt AS SELECT id, customer, status, amount, quantity, priority, "
                                      "CASE WHEN id = 6500 THEN '10000-01-01' ELSE created_at END AS created_at, "
                                      "updated_at, note, region FROM orders ORDER BY id; "
@@ -311,7 +303,7 @@ async def test_failing_chunk_rolls_back_alone_and_the_next_run_converges(pg_sour
         assert 0 < committed <= 6 * CHUNK and committed % CHUNK == 0
         assert (await checksum(dst, "orders", ["id"]))[0] == committed
 
-        await run_sql(pg_source_url, "UPDATE orders SET created_at = '2024-01-01' WHERE id = 6500")
+        await pg_execute(pg_source_url, "UPDATE orders SET created_at = '2024-01-01' WHERE id = 6500")
         again = await replicate(src, dst, query, BatchSize=CHUNK)
         assert again.task.status == SUCCESS, again.task.error
         assert await checksum(src, "orders", orders.COLUMNS) == await checksum(dst, "orders", orders.COLUMNS)
@@ -322,7 +314,7 @@ async def test_failing_chunk_rolls_back_alone_and_the_next_run_converges(pg_sour
 
 async def test_rows_longer_than_a_piece_and_an_empty_table(pg_source_url, tmp_path, monkeypatch):
     """A value of several pieces' size (escapes inside) arrives whole; an empty table loads as nothing."""
-    await run_sql(pg_source_url, "CREATE TABLE big (id integer PRIMARY KEY, t text, b bytea); "
+    await pg_execute(pg_source_url, "CREATE TABLE big (id integer PRIMARY KEY, t text, b bytea); "
                                  "INSERT INTO big SELECT g, repeat(E'ab\\tc\\\\', 100000 * g), "
                                  "decode(repeat('00ff', 50000 * g), 'hex') FROM generate_series(1, 3) g; "
                                  "INSERT INTO big SELECT g, 'x', NULL FROM generate_series(4, 5000) g; "
