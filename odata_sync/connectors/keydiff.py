@@ -1,28 +1,37 @@
-"""The destination's keys that the source no longer has, found without moving every key: for PostgreSQL on both sides
-and one integer key column, each server summarises its keys in ranges (count and XOR of 64-bit key hashes per range
-of ``2**shift`` key values, an index-friendly GROUP BY), and only the keys of ranges whose summaries differ are
-fetched and compared. A 1% change of a million-row table moves a few thousand keys instead of a million each way.
+"""The destination's keys that the source no longer has, for PostgreSQL on both sides and one integer key column:
+each server sends its keys as a single bytea of big-endian 64-bit integers (``string_agg`` of ``int8send``: one
+value, no message per row, never a Python int per key) and numpy finds the destination's keys missing from the
+source's. Every key is compared, so the answer is exact; a table of more than ``SLICE_KEYS`` keys is compared a
+slice of its key range at a time, which bounds the memory (some 30 bytes per key of a slice while it is compared).
 
-Two different key sets of one range with the same count and hash XOR would hide a delete: with 64-bit hashes the
-chance is about 2**-64 per differing range. Other pairs and keys get None, and the caller compares every key.
+Sending keys costs each server about what a ``count(*)`` with one more aggregate costs; the range summaries used
+before (a hash aggregate per range on both sides, then the keys of differing ranges) cost twice as much CPU.
+
+Which keys may be compared when: the destination's at any time (a key the run writes meanwhile is one the source
+has), the source's no earlier than the run's read of the changed rows. The caller either reads those rows in the
+comparison's exported snapshot (``snapshot()``), or says when its own read has begun (``read_began()``): a key that
+read returned is then among the source's keys or was deleted since, and deleting it is right.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-import struct
+from collections.abc import Awaitable
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from .base import ColumnInfo, Connector
 from .sql import quote_ident
 
-#: Keys per range aimed at: small ranges keep the fetched keys few when deletes are spread out.
-RANGE_KEYS = 16
-#: More keys than this in differing ranges (a mass delete): the caller's scratch-table comparison is cheaper.
-MAX_FETCHED = 200_000
+#: Keys per slice at most (by the planner's row estimate): one bytea of 8 bytes per key on each side at a time.
+SLICE_KEYS = 2_000_000
+#: The (source, destination) providers compared here; other pairs compare every key in a scratch table.
+PAIRS = frozenset({("PostgreSQL", "PostgreSQL")})
 _INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -37,51 +46,107 @@ class KeyComparison:
     key: ColumnInfo
 
 
-async def missing_keys(source: Connector, destination: Connector, comparison: KeyComparison,
-                       read_began: asyncio.Event | None = None) -> list[Any] | None:
-    """The key values in the destination that are not in the source, or None when this pair or key type is not
-    summarised this way (or too many ranges differ).
+def applies(source: Connector, destination: Connector, comparison: KeyComparison) -> bool:
+    """Whether this pair and these key columns are compared here."""
+    return ((source.provider, destination.provider) in PAIRS
+            and comparison.key.native_type.lower() in _INTEGER_TYPES
+            and comparison.source_key.native_type.lower() in _INTEGER_TYPES)
 
-    It works on connections of its own, so it can run while the connectors' connections write. The source's keys
-    are fetched only once ``read_began`` is set: the caller sets it once its read of the changed rows has begun, so
-    a key that read returned is either among the fetched keys or deleted since (and deleting it is right); the
-    summaries only choose the ranges to fetch, so they may come from earlier. Without JIT: it compiles longer than
-    these queries run; with work_mem for the grouping to stay in memory (the planner expects a group per key)."""
-    if (source.provider, destination.provider) != ("PostgreSQL", "PostgreSQL"):
+
+class KeyDiff:
+    """A comparison running on connections of its own, so it goes on while the connectors' connections write."""
+
+    def __init__(self, source: Connector, destination: Connector, comparison: KeyComparison) -> None:
+        self._theirs = _Side(source, comparison.source_table, comparison.source_schema, comparison.source_key.name)
+        self._ours = _Side(destination, comparison.table, comparison.schema, comparison.key.name)
+        self._wanted = asyncio.Event()  # the caller reads in our snapshot
+        self._began = asyncio.Event()  # the caller's read has begun (in its snapshot) or is over (in ours)
+        self._exported: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.ensure_future(self._run())
+
+    @classmethod
+    def start(cls, source: Connector, destination: Connector, comparison: KeyComparison) -> KeyDiff | None:
+        """The comparison under way, or None when this pair or key is not compared here."""
+        return cls(source, destination, comparison) if applies(source, destination, comparison) else None
+
+    async def snapshot(self) -> str | None:
+        """The source snapshot that the source's keys are read in, exported for the caller's read of the changed
+        rows, which calls ``read_began`` once that read is over (the snapshot lives until then); None when the
+        comparison ended without reading the source (an empty destination)."""
+        self._wanted.set()
+        exported = asyncio.ensure_future(asyncio.shield(self._exported))
+        await asyncio.wait([exported, self._task], return_when=asyncio.FIRST_COMPLETED)
+        if exported.done():
+            return exported.result()
+        exported.cancel()
+        self._task.result()  # (its error, if it failed)
         return None
-    ours, theirs = comparison.key.native_type.lower(), comparison.source_key.native_type.lower()
-    if ours != theirs or ours not in _INTEGER_TYPES:
-        return None
-    sides = [_Side(source, comparison.source_table, comparison.source_schema, comparison.source_key.name),
-             _Side(destination, comparison.table, comparison.schema, comparison.key.name)]
+
+    def read_began(self) -> None:
+        """The caller's read of the changed rows has begun in its own snapshot, or is over in ours."""
+        self._began.set()
+
+    async def missing(self) -> np.ndarray:
+        """The destination's keys that the source lacks, in order (after ``read_began``): an array of 64-bit
+        integers, 8 bytes a key however many the source lost."""
+        return await self._task
+
+    async def abandon(self) -> None:
+        """Stop: the task no longer needs the answer (the connections close)."""
+        self._task.cancel()
+        with suppress(BaseException):
+            await self._task
+
+    async def _run(self) -> np.ndarray:
+        try:
+            await _both(self._theirs.open(), self._ours.open())
+            rows = max(await _both(self._theirs.rows(), self._ours.rows()))
+            bounds = await self._ours.bounds() if rows > SLICE_KEYS else None
+            if bounds is not None and bounds[0] is None:
+                return np.empty(0, np.int64)  # (an empty destination lacks nothing)
+            await self._theirs.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # every slice: one snapshot
+            await self._source_ready()
+            found = []
+            for where in _slices(rows, bounds):  # one side at a time: half the memory, and no slower on 2 cores
+                theirs = await self._theirs.keys(where)
+                ours = await self._ours.keys(where)
+                found.append(ours[~np.isin(ours, theirs)])
+            await self._began.wait()  # (an exported snapshot must outlive its import)
+            return np.sort(np.concatenate(found))
+        finally:
+            await _both(self._theirs.close(), self._ours.close())
+
+    async def _source_ready(self) -> None:
+        """Wait until the caller wants our snapshot (exported for it then) or its own read has begun."""
+        wanted, began = asyncio.ensure_future(self._wanted.wait()), asyncio.ensure_future(self._began.wait())
+        await asyncio.wait([wanted, began], return_when=asyncio.FIRST_COMPLETED)
+        wanted.cancel()
+        began.cancel()
+        if self._wanted.is_set():
+            self._exported.set_result(await self._theirs.export_snapshot())
+
+
+async def _both(first: Awaitable[T], second: Awaitable[T]) -> list[T]:
+    """Both results, run at once; when one fails the other is stopped before the error is raised."""
+    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
     try:
-        for side in sides:
-            await side.open()
-            if side.server_major < 14:  # bit_xor came in 14
-                return None
-        return await _compare(*sides, read_began)
+        return list(await asyncio.gather(*tasks))
     finally:
-        for side in sides:
-            await side.close()
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+                with suppress(BaseException):
+                    await task
 
 
-async def _compare(theirs: _Side, ours: _Side, read_began: asyncio.Event | None) -> list[Any] | None:
-    (their_low, their_high), (low, high) = await asyncio.gather(theirs.bounds(), ours.bounds())
-    if low is None:
-        return []
-    if their_low is not None:
-        low, high = min(low, their_low), max(high, their_high)
-    shift = max(0, int(math.log2(max(1, (high - low + 1) * RANGE_KEYS / await ours.rows()))))
-    their_summary, our_summary = await asyncio.gather(theirs.summary(shift), ours.summary(shift))
-    differing = [r for r, summary in our_summary.items() if their_summary.get(r) != summary]
-    if sum(our_summary[r][0] for r in differing) > MAX_FETCHED:
-        return None
-    if not differing:
-        return []
-    if read_began is not None:
-        await read_began.wait()
-    their_keys, our_keys = await asyncio.gather(theirs.keys(differing, shift), ours.keys(differing, shift))
-    return sorted(our_keys - their_keys)
+def _slices(rows: int, bounds: tuple[int, int] | None) -> list[tuple[int, int] | None]:
+    """Key ranges of about ``SLICE_KEYS`` keys each, covering ``bounds`` (the destination's lowest and highest key);
+    [None] (every key at once) without bounds."""
+    if bounds is None:
+        return [None]
+    low, high = bounds
+    width = -(-(high - low + 1) // -(-rows // SLICE_KEYS))
+    return [(start, min(high, start + width - 1)) for start in range(low, high + 1, width)]
 
 
 class _Side:
@@ -93,52 +158,46 @@ class _Side:
 
     async def open(self) -> None:
         async with self.connector._guard("connecting to compare keys"):
-            self.conn = await self.connector.connect_another(  # type: ignore[attr-defined]
-                jit="off", work_mem="64MB")
-
-    @property
-    def server_major(self) -> int:
-        return self.conn.get_server_version().major
+            self.conn = await self.connector.connect_another(jit="off")  # type: ignore[attr-defined]
 
     async def close(self) -> None:
-        """Drop the connection at once: it holds no transaction, and a graceful close costs the caller a round
+        """Drop the connection at once: it holds nothing to keep, and a graceful close costs the caller a round
         trip it would wait for before deleting."""
         conn, self.conn = self.conn, None
         if conn is not None and not conn.is_closed():
             conn.terminate()
 
-    async def _fetch(self, what: str, sql: str, *args: Any) -> list:
-        async with self.connector._guard(what):
-            return await self.conn.fetch(sql, *args)
+    async def execute(self, sql: str) -> None:
+        async with self.connector._guard("comparing keys"):
+            await self.conn.execute(sql)
 
-    async def bounds(self) -> tuple[int | None, int | None]:
-        """Lowest and highest key (read from the key's index)."""
-        row = (await self._fetch("reading the key range",
-                                 f"SELECT min({self.column}), max({self.column}) FROM {self.target}"))[0]
-        return row[0], row[1]
+    async def _value(self, what: str, sql: str, *args: Any) -> Any:
+        async with self.connector._guard(what):
+            return await self.conn.fetchval(sql, *args)
+
+    async def export_snapshot(self) -> str:
+        return await self._value("exporting a snapshot", "SELECT pg_export_snapshot()")
 
     async def rows(self) -> int:
-        """The row count: the planner's estimate, or a count when the table was never analysed."""
-        estimate = (await self._fetch("estimating the rows", "SELECT reltuples::bigint FROM pg_class "
-                                      "WHERE oid = to_regclass($1)", self.target))[0][0] or 0
-        if estimate > 0:
-            return estimate
-        return max(1, (await self._fetch("counting the keys", f"SELECT count(*) FROM {self.target}"))[0][0])
+        """The planner's row estimate scaled to the table's current size (as the planner does), or an upper bound
+        (256 rows a page) for a table never analysed; 0 for views."""
+        return int(await self._value(
+            "estimating the rows",
+            "SELECT CASE WHEN c.reltuples > 0 AND c.relpages > 0 THEN c.reltuples / c.relpages ELSE 256 END "
+            "* (pg_relation_size(c.oid) / current_setting('block_size')::int) FROM pg_class c "
+            "WHERE c.oid = to_regclass($1)", self.target) or 0)
 
-    async def summary(self, shift: int) -> dict[int, tuple[int, int]]:
-        """Range -> (count, hash XOR), fetched as one bytea of big-endian triples: it decodes in one call, and needs
-        no array type (asyncpg looks an array type up on every new connection)."""
-        data = (await self._fetch(
-            "summarising the keys",
-            f"SELECT string_agg(int8send(r) || int8send(n) || int8send(h), ''::bytea) FROM (SELECT "
-            f"{self.column}::bigint >> {shift} AS r, count(*) AS n, bit_xor(hashint8extended({self.column}::bigint, 0)) "
-            f"AS h FROM {self.target} GROUP BY 1) AS s"))[0][0]
-        return {r: (n, h) for r, n, h in struct.iter_unpack(">qqq", data or b"")}
+    async def bounds(self) -> tuple[Any, Any]:
+        """Lowest and highest key (read from the key's index)."""
+        async with self.connector._guard("reading the key range"):
+            row = await self.conn.fetchrow(f"SELECT min({self.column}), max({self.column}) FROM {self.target}")
+        return row[0], row[1]
 
-    async def keys(self, ranges: list[int], shift: int) -> set[int]:
-        rows = await self._fetch(
-            "reading the keys of differing ranges",
-            f"SELECT string_agg(int8send(t.{self.column}::bigint), ''::bytea) FROM unnest($1::text::bigint[]) AS r(r) "
-            f"JOIN {self.target} AS t ON t.{self.column} BETWEEN r.r << {shift} AND (r.r << {shift}) + "
-            f"{(1 << shift) - 1}", "{" + ",".join(map(str, ranges)) + "}")
-        return {key for (key,) in struct.iter_unpack(">q", rows[0][0] or b"")}
+    async def keys(self, where: tuple[int, int] | None) -> np.ndarray:
+        """The keys (of the range ``where``, both ends included), as native 64-bit integers."""
+        sql = f"SELECT string_agg(int8send({self.column}::bigint), ''::bytea) FROM {self.target}"
+        args: tuple[int, ...] = ()
+        if where is not None:
+            sql, args = f"{sql} WHERE {self.column} BETWEEN $1::bigint AND $2::bigint", where
+        data = await self._value("reading the keys", sql, *args)
+        return np.frombuffer(data or b"", dtype=">i8").astype(np.int64)

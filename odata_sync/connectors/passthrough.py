@@ -177,12 +177,12 @@ def can_stage(source: Connector, destination: Connector) -> bool:
 
 
 async def stage_changes(source: Connector, destination: Connector, transfer: Transfer, check: int,
-                        lower: Any) -> Staged | None:
+                        lower: Any, snapshot: Callable[[], Awaitable[str | None]] | None = None) -> Staged | None:
     """For an incremental run: the source rows whose column ``check`` (a position in ``transfer``) is at or above
     ``lower``, staged in the destination without becoming Python values; None when this pair or these columns
-    cannot pass rows through."""
+    cannot pass rows through. ``snapshot`` gives an exported source snapshot to read in, when the rows are read."""
     factory = _factory(_STAGING, source, destination, transfer)
-    return await factory(source, destination, transfer, check, lower) if factory is not None else None
+    return await factory(source, destination, transfer, check, lower, snapshot) if factory is not None else None
 
 
 def _factory(registry: dict[tuple[str, str], tuple[str, str]], source: Connector, destination: Connector,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -32,6 +32,15 @@ _BINARY_PORTABLE = frozenset({
     "timestamp with time zone", "interval", "uuid", "json", "jsonb", "inet", "cidr", "macaddr"})
 _SNAPSHOT = re.compile(r"^[0-9A-Fa-f-]+$")
 _END = object()
+#: Gives the exported source snapshot an incremental run's changed rows are read in.
+Snapshot = Callable[[], Awaitable[str | None]]
+
+
+def _snapshot_literal(snapshot: str) -> str:
+    """An exported snapshot's id as an SQL literal (hex digits and dashes: anything else is refused)."""
+    if not _SNAPSHOT.match(snapshot):
+        raise ValueError(f"not a snapshot id: {snapshot!r}")
+    return f"'{snapshot}'"
 
 
 def _portable(native: str) -> bool:
@@ -82,14 +91,15 @@ async def _pipe(reader: asyncpg.Connection, query: str, args: Sequence[Any], wri
 
 
 async def stage_changes(source: PostgreSQLConnector, destination: PostgreSQLConnector, transfer: Transfer,
-                        check: int, lower: Any) -> StagedChanges | None:
+                        check: int, lower: Any, snapshot: Snapshot | None = None) -> StagedChanges | None:
     """The source rows whose column ``check`` (a position in ``transfer``) is at or above ``lower``, copied in that
     column's order into a temporary table on the destination's connection, rows never becoming Python values; None
-    when a column's type differs between the two sides."""
+    when a column's type differs between the two sides. ``snapshot``: gives the exported source snapshot to read
+    in (None: the read's own)."""
     if not _binary_compatible(transfer):
         return None
     staged = StagedChanges(source, destination, transfer, check)
-    await staged.fill(values.coercer(transfer.source_columns[check].canonical)(lower))  # as a read encodes it
+    await staged.fill(values.coercer(transfer.source_columns[check].canonical)(lower), snapshot)  # as a read encodes it
     return staged
 
 
@@ -106,7 +116,7 @@ class StagedChanges:
         self._check = _q(transfer.columns[check].name)
         self._names = [c.name for c in transfer.columns]
 
-    async def fill(self, lower: Any) -> None:
+    async def fill(self, lower: Any, snapshot: Snapshot | None) -> None:
         t, destination = self.transfer, self.destination
         names = ", ".join(_q(n) for n in self._names)
         async with destination._guard(f"staging the changed rows of {t.table}"):
@@ -116,9 +126,17 @@ class StagedChanges:
         query = (f"SELECT {', '.join(_q(c.name) for c in t.source_columns)} "
                  f"FROM {self.source._target(t.source_table, t.source_schema)} "
                  f"WHERE {self._check_source} >= $1 ORDER BY {self._check_source}")
+        reader, shared = self.source.conn, await snapshot() if snapshot is not None else None
         async with self.source._guard(f"reading the changed rows of {t.source_table}"):
-            self.rows = _count(await _pipe(self.source.conn, query, [lower], destination.conn, self.table,
-                                           self._names, None))
+            if shared is not None:
+                await reader.execute(f"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                                     f"SET TRANSACTION SNAPSHOT {_snapshot_literal(shared)}")
+            try:
+                self.rows = _count(await _pipe(reader, query, [lower], destination.conn, self.table, self._names,
+                                               None))
+            finally:
+                if shared is not None and reader.is_in_transaction():
+                    await reader.execute("ROLLBACK")  # (read only: nothing to keep)
 
     async def merge(self, first: int, rows: int, key: list[str]) -> tuple[WriteCounts, Any]:
         """Upsert staged rows ``first`` .. ``first + rows - 1`` (0-based) into the table, in the caller's transaction;
@@ -175,7 +193,7 @@ class _CopyPipe(Pipe):
             pairs = min(WORKERS, len(self._ranges)) if _SNAPSHOT.match(snapshot or "") else 1
             for _ in range(pairs - 1):
                 other = await self._reader()
-                await other.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                await other.execute(f"SET TRANSACTION SNAPSHOT {_snapshot_literal(snapshot)}")
         async with self.destination._guard(f"starting to copy into {self.transfer.table}"):
             for _ in self._readers:  # chunk commits need not wait for the disk: the load's final commit does
                 self._writers.append(await self.destination.connect_another(synchronous_commit="off"))

@@ -33,9 +33,9 @@ Choices where the API leaves room:
   column, so each batch's commit advances the mark; from a source that cannot sort (CSV) the mark moves only with the
   last commit. IncrementalLookback defaults to 5 seconds, applies to date/time check columns only (integer marks are
   read with ``>=`` as they are); rows it re-reads unchanged are neither written nor counted.
-- Deletes: PostgreSQL → PostgreSQL with one integer key compares per-range summaries of the keys on both servers and
-  fetches only the keys of ranges that differ (``connectors.keydiff``, on connections of its own, while the changed
-  rows are written; the source's keys are fetched only after the read of the changed rows began, so a key that read
+- Deletes: PostgreSQL → PostgreSQL with one integer key has both servers send every key as one bytea and compares
+  them with numpy (``connectors.keydiff``, on connections of its own, while the changed rows are written; the source's
+  keys are read in the snapshot the changed rows are staged in, or after the read of them began, so a key that read
   returned is never deleted unless the source lost it since); otherwise every source key is written to a
   scratch table on the destination and one anti-join DELETE removes the rest (memory stays bounded); a CSV
   destination keeps the keys in memory instead. SkipDeleted turns it off.

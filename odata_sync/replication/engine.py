@@ -81,12 +81,10 @@ async def run_job(job: JobSettings, tasks: Sequence[TaskSettings], source: Conne
     yield RunFinished(run_id, status, tuple(finished), _ms(started))
 
 
-async def _abandon(comparing: asyncio.Future | None) -> None:
+async def _abandon(comparing: keydiff.KeyDiff | None) -> None:
     """Stop a key comparison the task no longer needs (its connections close)."""
     if comparing is not None:
-        comparing.cancel()
-        with suppress(BaseException):
-            await comparing
+        await comparing.abandon()
 
 
 class _Cancelled(Exception):
@@ -480,6 +478,8 @@ class _TaskRun:
             current = self._state(DONE, check, state.mark)
             seen = None
             comparing = self._compare_keys_meanwhile(layout)
+            if comparing is not None:
+                comparing.read_began()
             try:
                 async for batch in batches:
                     rows = layout.shape(batch)
@@ -506,16 +506,14 @@ class _TaskRun:
         async for event in self._reconcile(chosen, state):
             yield event
 
-    def _compare_keys_meanwhile(self, layout: tables.Layout, read_began: asyncio.Event | None = None
-                                ) -> asyncio.Future[list[tuple] | None] | None:
-        """Start looking for deleted keys while the changed rows are written (unless SkipDeleted). The source's keys
-        are fetched once ``read_began`` is set (at once without it: the caller's read has begun)."""
-        if self.options.skip_deleted:
-            return None
-        return asyncio.ensure_future(self._summarised_missing_keys(layout, read_began))
+    def _compare_keys_meanwhile(self, layout: tables.Layout) -> keydiff.KeyDiff | None:
+        """Start looking for deleted keys while the changed rows are written (unless SkipDeleted), when the pair
+        and the key are compared by ``connectors.keydiff``; the caller says when its read has begun."""
+        comparison = self._key_comparison(layout)
+        return keydiff.KeyDiff.start(self.source, self.destination, comparison) if comparison is not None else None
 
     async def _stage_changes(self, chosen: Plan, lower: Any
-                             ) -> tuple[passthrough.Staged | None, asyncio.Future | None]:
+                             ) -> tuple[passthrough.Staged | None, keydiff.KeyDiff | None]:
         """The changed rows of a table source staged in the destination without becoming Python values
         (``passthrough.stage_changes``), when the pair and the columns allow it, and the key comparison started
         alongside; else (None, None): read them."""
@@ -526,22 +524,23 @@ class _TaskRun:
         check, _position = self._check_of(columns, chosen)
         if self.added or layout.truncations or check not in layout.source_names:
             return None, None  # (new columns: the caller reads every row to fill them)
-        read_began = asyncio.Event()
-        comparing = self._compare_keys_meanwhile(layout, read_began)
-        try:
+        comparing = self._compare_keys_meanwhile(layout)
+        try:  # read in the comparison's source snapshot, when there is one
             staged = await passthrough.stage_changes(self.source, self.destination, await self._transfer(layout),
-                                                     layout.source_names.index(check), lower)
+                                                     layout.source_names.index(check), lower,
+                                                     comparing.snapshot if comparing is not None else None)
         except BaseException:
             await _abandon(comparing)
             raise
         if staged is None:
             await _abandon(comparing)
             return None, None
-        read_began.set()
+        if comparing is not None:
+            comparing.read_began()
         return staged, comparing
 
     async def _merge_staged(self, staged: passthrough.Staged, chosen: Plan, state: TableState,
-                            comparing: asyncio.Future | None) -> AsyncIterator[Progress]:
+                            comparing: keydiff.KeyDiff | None) -> AsyncIterator[Progress]:
         """The staged changes upserted a batch per commit, each with its highest check value as the mark."""
         assert self.layout is not None and self.source_columns is not None
         layout, destination = self.layout, self.destination
@@ -571,44 +570,47 @@ class _TaskRun:
             yield event
 
     async def _remove_deleted(self, layout: tables.Layout, final_state: TableState,
-                              comparing: asyncio.Future[list[tuple] | None] | None = None
-                              ) -> AsyncIterator[Progress]:
+                              comparing: keydiff.KeyDiff | None = None) -> AsyncIterator[Progress]:
         """Delete the rows whose key the source no longer has (unless SkipDeleted) and save the final state, in one
-        destination transaction. ``comparing``: the summarised comparison already under way."""
+        destination transaction. ``comparing``: the key comparison already under way."""
         keyset, doomed = None, None
         if not self.options.skip_deleted:
-            yield self._stage("comparing keys with the source")
-            doomed = await (comparing if comparing is not None else self._summarised_missing_keys(layout))
-            if doomed is None:
-                keyset = self._keyset(layout)
-                assert keyset is not None
-                await self._collect_keys(keyset, layout)
+            try:
+                yield self._stage("comparing keys with the source")
+                if comparing is None and (comparing := self._compare_keys_meanwhile(layout)) is not None:
+                    comparing.read_began()  # (the read is over)
+                if comparing is not None:
+                    doomed = await comparing.missing()
+                else:
+                    keyset = self._keyset(layout)
+                    assert keyset is not None
+                    await self._collect_keys(keyset, layout)
+            except BaseException:
+                await _abandon(comparing)
+                raise
             self._check_cancel()
         async with self.destination.transaction():
             if keyset is not None:
                 self.deleted += await keyset.delete_missing(self.options.batch_size)
-            for start in range(0, len(doomed or ()), self.options.batch_size):
-                self.deleted += await self.destination.delete_keys(
-                    self.target.name, layout.key, doomed[start:start + self.options.batch_size], self.target.schema)
+            for start in range(0, 0 if doomed is None else len(doomed), self.options.batch_size):
+                keys = [(key,) for key in doomed[start:start + self.options.batch_size].tolist()]
+                self.deleted += await self.destination.delete_keys(self.target.name, layout.key, keys,
+                                                                   self.target.schema)
             await self.states.save(final_state)
         if keyset is not None:
             await keyset.drop()
 
-    async def _summarised_missing_keys(self, layout: tables.Layout,
-                                       read_began: asyncio.Event | None = None) -> list[tuple] | None:
-        """The destination keys the source lacks, found from summaries of key ranges (``connectors.keydiff``) when
-        the pair supports it; None when every key must be compared."""
+    def _key_comparison(self, layout: tables.Layout) -> keydiff.KeyComparison | None:
+        """The key columns ``connectors.keydiff`` compares (deletes followed, one key column of a source table)."""
         table = self.task.statement.source_table
-        if table is None or self.source_columns is None or len(layout.key_positions) != 1:
+        if self.options.skip_deleted or table is None or self.source_columns is None or len(layout.key_positions) != 1:
             return None
         position = layout.key_positions[0]
         source_key = next((c for c in self.source_columns if c.name == layout.source_names[position]), None)
         if source_key is None:
             return None
-        found = await keydiff.missing_keys(self.source, self.destination, keydiff.KeyComparison(
-            table.name, self.source_schema, source_key, self.target.name, self.target.schema,
-            layout.columns[position]), read_began)
-        return None if found is None else [(key,) for key in found]
+        return keydiff.KeyComparison(table.name, self.source_schema, source_key, self.target.name,
+                                     self.target.schema, layout.columns[position])
 
     async def _collect_keys(self, keyset: KeySet, layout: tables.Layout) -> None:
         """Every key the source has now, into the key set (scratch data: committed batch by batch)."""
