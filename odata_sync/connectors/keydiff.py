@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .base import ColumnInfo, Connector
+from .postgresql import INTEGER_TYPES
 from .sql import quote_ident
 
 #: Keys per slice at most (by the planner's row estimate): one bytea of 8 bytes per key on each side at a time.
 SLICE_KEYS = 2_000_000
 #: The (source, destination) providers compared here; other pairs compare every key in a scratch table.
 PAIRS = frozenset({("PostgreSQL", "PostgreSQL")})
-_INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
 T = TypeVar("T")
 
 
@@ -49,8 +49,8 @@ class KeyComparison:
 def applies(source: Connector, destination: Connector, comparison: KeyComparison) -> bool:
     """Whether this pair and these key columns are compared here."""
     return ((source.provider, destination.provider) in PAIRS
-            and comparison.key.native_type.lower() in _INTEGER_TYPES
-            and comparison.source_key.native_type.lower() in _INTEGER_TYPES)
+            and comparison.key.native_type.lower() in INTEGER_TYPES
+            and comparison.source_key.native_type.lower() in INTEGER_TYPES)
 
 
 class KeyDiff:

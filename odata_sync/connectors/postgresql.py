@@ -37,6 +37,7 @@ _BOUND_TYPES = frozenset({
     "bytea", "date", "time without time zone", "time with time zone", "timestamp without time zone",
     "timestamp with time zone", "interval", "uuid", "json", "jsonb"})
 _TYPMOD = re.compile(r"\(\d+(?:,\d+)?\)")
+INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
 _TABLE_KINDS = {"TABLES": ["r", "p", "f"], "VIEWS": ["v", "m"], "ALL": ["r", "p", "f", "v", "m"]}
 #: Types without an equality operator: compared as text when an upsert looks for changed rows.
 _NO_EQUALITY = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle")
@@ -392,6 +393,11 @@ class PostgreSQLConnector(Connector):
 
     async def _delete_keys(self, table: str, schema: str | None, key_columns: list[ColumnInfo],
                            keys: Sequence[Sequence[Any]]) -> int:
+        if len(key_columns) == 1 and key_columns[0].native_type.lower() in INTEGER_TYPES and \
+                all(type(k[0]) is int for k in keys):  # one statement, the keys bound as one array
+            return _count(await self.conn.execute(
+                f"DELETE FROM {self._target(table, schema)} WHERE {_q(key_columns[0].name)} = ANY($1::bigint[])",
+                [k[0] for k in keys]))
         stage = await self._stage(table, schema, key_columns, keys)
         deleted = _count(await self.conn.execute(
             delete_statement(self._target(table, schema), _q(stage), [c.name for c in key_columns], _q)))

@@ -241,3 +241,12 @@ async def test_a_relaxed_transaction_commits_without_waiting_for_the_disk(provid
     async with connector.transaction():
         assert await connector.conn.fetchval("SHOW synchronous_commit") == "on"
     assert await rows_of(connector, table) == [(1, "one", None)]
+
+
+@pytest.mark.parametrize("provider", DESTINATIONS)
+async def test_delete_by_an_integer_key_counts_the_rows_gone(provider: str, connect) -> None:
+    """Keys twice, keys not there and the extremes of 64 bits (PostgreSQL binds such keys as one array)."""
+    connector = await connect(provider)
+    table = await make_table(connector, [(i, f"n{i}", None) for i in range(1, 6)])
+    assert await connector.delete_keys(table, ["id"], [(2,), (2,), (99,), (-(2**63),), (2**63 - 1,), (4,)]) == 2
+    assert [r[0] for r in await rows_of(connector, table)] == [1, 3, 5]
