@@ -158,7 +158,8 @@ class _Side:
 
     async def open(self) -> None:
         async with self.connector._guard("connecting to compare keys"):
-            self.conn = await self.connector.connect_another(jit="off")  # type: ignore[attr-defined]
+            self.conn = await self.connector.connect_another(  # type: ignore[attr-defined]
+                jit="off", max_parallel_workers_per_gather="0")  # (it runs alongside the run's own reads and writes)
 
     async def close(self) -> None:
         """Drop the connection at once: it holds nothing to keep, and a graceful close costs the caller a round

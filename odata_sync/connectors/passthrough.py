@@ -176,8 +176,12 @@ def can_stage(source: Connector, destination: Connector) -> bool:
     return (source.provider, destination.provider) in _STAGING
 
 
+#: Gives the exported source snapshot that an incremental run's changed rows are read in (None: their own).
+Snapshot = Callable[[], Awaitable[str | None]]
+
+
 async def stage_changes(source: Connector, destination: Connector, transfer: Transfer, check: int,
-                        lower: Any, snapshot: Callable[[], Awaitable[str | None]] | None = None) -> Staged | None:
+                        lower: Any, snapshot: Snapshot | None = None) -> Staged | None:
     """For an incremental run: the source rows whose column ``check`` (a position in ``transfer``) is at or above
     ``lower``, staged in the destination without becoming Python values; None when this pair or these columns
     cannot pass rows through. ``snapshot`` gives an exported source snapshot to read in, when the rows are read."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -20,7 +20,7 @@ import asyncpg
 
 from . import values
 from .base import WriteCounts
-from .passthrough import Pipe, Transfer, in_parallel
+from .passthrough import Pipe, Snapshot, Transfer, in_parallel
 from .postgresql import PostgreSQLConnector, _count, _q, _stage_ids, close_all
 
 #: Pairs of connections copying at once: the destination's index maintenance and WAL are the bottleneck, and two
@@ -32,8 +32,6 @@ _BINARY_PORTABLE = frozenset({
     "timestamp with time zone", "interval", "uuid", "json", "jsonb", "inet", "cidr", "macaddr"})
 _SNAPSHOT = re.compile(r"^[0-9A-Fa-f-]+$")
 _END = object()
-#: Gives the exported source snapshot an incremental run's changed rows are read in.
-Snapshot = Callable[[], Awaitable[str | None]]
 
 
 def _snapshot_literal(snapshot: str) -> str:
@@ -128,9 +126,10 @@ class StagedChanges:
                  f"WHERE {self._check_source} >= $1 ORDER BY {self._check_source}")
         reader, shared = self.source.conn, await snapshot() if snapshot is not None else None
         async with self.source._guard(f"reading the changed rows of {t.source_table}"):
-            if shared is not None:
+            if shared is not None:  # (no parallel workers: the key comparison reads alongside, on the same cores)
                 await reader.execute(f"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
-                                     f"SET TRANSACTION SNAPSHOT {_snapshot_literal(shared)}")
+                                     f"SET TRANSACTION SNAPSHOT {_snapshot_literal(shared)}; "
+                                     f"SET LOCAL max_parallel_workers_per_gather = 0")
             try:
                 self.rows = _count(await _pipe(reader, query, [lower], destination.conn, self.table, self._names,
                                                None))
