@@ -59,8 +59,9 @@ class KeyDiff:
     def __init__(self, source: Connector, destination: Connector, comparison: KeyComparison) -> None:
         self._theirs = _Side(source, comparison.source_table, comparison.source_schema, comparison.source_key.name)
         self._ours = _Side(destination, comparison.table, comparison.schema, comparison.key.name)
-        self._wanted = asyncio.Event()  # the caller reads in our snapshot
+        self._wanted = False  # the caller reads in our snapshot
         self._began = asyncio.Event()  # the caller's read has begun (in its snapshot) or is over (in ours)
+        self._go = asyncio.Event()  # either of the two: the source's keys may be read
         self._exported: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._task = asyncio.ensure_future(self._run())
 
@@ -73,18 +74,18 @@ class KeyDiff:
         """The source snapshot that the source's keys are read in, exported for the caller's read of the changed
         rows, which calls ``read_began`` once that read is over (the snapshot lives until then); None when the
         comparison ended without reading the source (an empty destination)."""
-        self._wanted.set()
-        exported = asyncio.ensure_future(asyncio.shield(self._exported))
-        await asyncio.wait([exported, self._task], return_when=asyncio.FIRST_COMPLETED)
-        if exported.done():
-            return exported.result()
-        exported.cancel()
+        self._wanted = True
+        self._go.set()
+        await asyncio.wait([self._exported, self._task], return_when=asyncio.FIRST_COMPLETED)
+        if self._exported.done():
+            return self._exported.result()
         self._task.result()  # (its error, if it failed)
         return None
 
     def read_began(self) -> None:
         """The caller's read of the changed rows has begun in its own snapshot, or is over in ours."""
         self._began.set()
+        self._go.set()
 
     async def missing(self) -> np.ndarray:
         """The destination's keys that the source lacks, in order (after ``read_began``): an array of 64-bit
@@ -105,7 +106,9 @@ class KeyDiff:
             if bounds is not None and bounds[0] is None:
                 return np.empty(0, np.int64)  # (an empty destination lacks nothing)
             await self._theirs.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # every slice: one snapshot
-            await self._source_ready()
+            await self._go.wait()
+            if self._wanted:
+                self._exported.set_result(await self._theirs.export_snapshot())
             found = []
             for where in _slices(rows, bounds):  # one side at a time: half the memory, and no slower on 2 cores
                 theirs = await self._theirs.keys(where)
@@ -114,16 +117,8 @@ class KeyDiff:
             await self._began.wait()  # (an exported snapshot must outlive its import)
             return np.sort(np.concatenate(found))
         finally:
-            await _both(self._theirs.close(), self._ours.close())
-
-    async def _source_ready(self) -> None:
-        """Wait until the caller wants our snapshot (exported for it then) or its own read has begun."""
-        wanted, began = asyncio.ensure_future(self._wanted.wait()), asyncio.ensure_future(self._began.wait())
-        await asyncio.wait([wanted, began], return_when=asyncio.FIRST_COMPLETED)
-        wanted.cancel()
-        began.cancel()
-        if self._wanted.is_set():
-            self._exported.set_result(await self._theirs.export_snapshot())
+            self._theirs.close()
+            self._ours.close()
 
 
 async def _both(first: Awaitable[T], second: Awaitable[T]) -> list[T]:
@@ -161,7 +156,7 @@ class _Side:
             self.conn = await self.connector.connect_another(  # type: ignore[attr-defined]
                 jit="off", max_parallel_workers_per_gather="0")  # (it runs alongside the run's own reads and writes)
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """Drop the connection at once: it holds nothing to keep, and a graceful close costs the caller a round
         trip it would wait for before deleting."""
         conn, self.conn = self.conn, None

@@ -477,9 +477,7 @@ class _TaskRun:
             check, position = self._check_of(columns, chosen)
             current = self._state(DONE, check, state.mark)
             seen = None
-            comparing = self._compare_keys_meanwhile(layout)
-            if comparing is not None:
-                comparing.read_began()
+            comparing = self._compare_keys_meanwhile(layout, read_began=True)
             try:
                 async for batch in batches:
                     rows = layout.shape(batch)
@@ -506,11 +504,15 @@ class _TaskRun:
         async for event in self._reconcile(chosen, state):
             yield event
 
-    def _compare_keys_meanwhile(self, layout: tables.Layout) -> keydiff.KeyDiff | None:
+    def _compare_keys_meanwhile(self, layout: tables.Layout, *, read_began: bool) -> keydiff.KeyDiff | None:
         """Start looking for deleted keys while the changed rows are written (unless SkipDeleted), when the pair
-        and the key are compared by ``connectors.keydiff``; the caller says when its read has begun."""
+        and the key are compared by ``connectors.keydiff``. ``read_began``: the caller's read of the changed rows
+        has begun (else it says so later, or reads in the comparison's snapshot)."""
         comparison = self._key_comparison(layout)
-        return keydiff.KeyDiff.start(self.source, self.destination, comparison) if comparison is not None else None
+        comparing = keydiff.KeyDiff.start(self.source, self.destination, comparison) if comparison else None
+        if comparing is not None and read_began:
+            comparing.read_began()
+        return comparing
 
     async def _stage_changes(self, chosen: Plan, lower: Any
                              ) -> tuple[passthrough.Staged | None, keydiff.KeyDiff | None]:
@@ -524,7 +526,7 @@ class _TaskRun:
         check, _position = self._check_of(columns, chosen)
         if self.added or layout.truncations or check not in layout.source_names:
             return None, None  # (new columns: the caller reads every row to fill them)
-        comparing = self._compare_keys_meanwhile(layout)
+        comparing = self._compare_keys_meanwhile(layout, read_began=False)
         try:  # read in the comparison's source snapshot, when there is one
             staged = await passthrough.stage_changes(self.source, self.destination, await self._transfer(layout),
                                                      layout.source_names.index(check), lower,
@@ -577,8 +579,8 @@ class _TaskRun:
         if not self.options.skip_deleted:
             try:
                 yield self._stage("comparing keys with the source")
-                if comparing is None and (comparing := self._compare_keys_meanwhile(layout)) is not None:
-                    comparing.read_began()  # (the read is over)
+                if comparing is None:  # (the read is over)
+                    comparing = self._compare_keys_meanwhile(layout, read_began=True)
                 if comparing is not None:
                     doomed = await comparing.missing()
                 else:
