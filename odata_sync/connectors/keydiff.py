@@ -16,12 +16,13 @@ read returned is then among the source's keys or was deleted since, and deleting
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
+
+from odata_sync.concurrency import both
 
 from .base import ColumnInfo, Connector
 from .postgresql import INTEGER_TYPES
@@ -29,9 +30,10 @@ from .sql import quote_ident
 
 #: Keys per slice at most (by the planner's row estimate): one bytea of 8 bytes per key on each side at a time.
 SLICE_KEYS = 2_000_000
+#: Keys are looked up in a table of flags (one byte per value of their range) up to this many values per key.
+DENSE = 8
 #: The (source, destination) providers compared here; other pairs compare every key in a scratch table.
 PAIRS = frozenset({("PostgreSQL", "PostgreSQL")})
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,8 @@ class KeyDiff:
 
     async def _run(self) -> np.ndarray:
         try:
-            await _both(self._theirs.open(), self._ours.open())
-            rows = max(await _both(self._theirs.rows(), self._ours.rows()))
+            await both(self._theirs.open(), self._ours.open())
+            rows = max(await both(self._theirs.rows(), self._ours.rows()))
             bounds = await self._ours.bounds() if rows > SLICE_KEYS else None
             if bounds is not None and bounds[0] is None:
                 return np.empty(0, np.int64)  # (an empty destination lacks nothing)
@@ -112,8 +114,9 @@ class KeyDiff:
             found = []
             for where in _slices(rows, bounds):  # one side at a time: half the memory, and no slower on 2 cores
                 theirs = await self._theirs.keys(where)
-                ours = await self._ours.keys(where)
-                found.append(ours[~np.isin(ours, theirs)])
+                present, ours = await both(asyncio.to_thread(KeySet, theirs), self._ours.keys(where))
+                del theirs
+                found.append(present.lacking(ours))
             await self._began.wait()  # (an exported snapshot must outlive its import)
             return np.sort(np.concatenate(found))
         finally:
@@ -121,17 +124,35 @@ class KeyDiff:
             self._ours.close()
 
 
-async def _both(first: Awaitable[T], second: Awaitable[T]) -> list[T]:
-    """Both results, run at once; when one fails the other is stopped before the error is raised."""
-    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
-    try:
-        return list(await asyncio.gather(*tasks))
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-                with suppress(BaseException):
-                    await task
+class KeySet:
+    """Keys looked up by value: a flag per value of their range when that range is at most ``DENSE`` times their
+    number (building it costs about what comparing costs, so it is built while the other side's keys are read, and
+    a lookup is then one gather), else their sorted copy."""
+
+    def __init__(self, keys: np.ndarray) -> None:
+        self._low = int(keys.min()) if len(keys) else 0
+        self._high = int(keys.max()) if len(keys) else -1
+        span = self._high - self._low + 1
+        self._flags: np.ndarray | None = None
+        self._sorted: np.ndarray | None = None
+        if span <= max(DENSE * len(keys), 1 << 16):
+            self._flags = np.zeros(span, dtype=bool)
+            self._flags[keys - self._low] = True
+        else:
+            self._sorted = np.sort(keys)
+
+    def lacking(self, keys: np.ndarray) -> np.ndarray:
+        """The values of ``keys`` not in the set (in no particular order)."""
+        if self._flags is not None:
+            inside = (keys >= self._low) & (keys <= self._high)
+            within = keys[inside]
+            return np.concatenate([keys[~inside], within[~self._flags[within - self._low]]])
+        assert self._sorted is not None
+        if not len(self._sorted):
+            return keys
+        at = np.searchsorted(self._sorted, keys)
+        np.minimum(at, len(self._sorted) - 1, out=at)
+        return keys[self._sorted[at] != keys]
 
 
 def _slices(rows: int, bounds: tuple[int, int] | None) -> list[tuple[int, int] | None]:

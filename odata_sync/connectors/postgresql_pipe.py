@@ -113,15 +113,17 @@ class StagedChanges:
         self._check_source = _q(transfer.source_columns[check].name)
         self._check = _q(transfer.columns[check].name)
         self._names = [c.name for c in transfer.columns]
+        self._unique: bool | None = None  # whether the table has a unique index on the key
 
     async def fill(self, lower: Any, snapshot: Snapshot | None) -> None:
         t, destination = self.transfer, self.destination
         names = ", ".join(_q(n) for n in self._names)
         async with destination._guard(f"staging the changed rows of {t.table}"):
-            await destination.conn.execute(
-                f"CREATE TEMP TABLE {_q(self.table)} AS SELECT {names} FROM {destination._target(t.table, t.schema)} "
-                f"WITH NO DATA; ALTER TABLE {_q(self.table)} ADD COLUMN _odsync_n bigserial")
-        query = (f"SELECT {', '.join(_q(c.name) for c in t.source_columns)} "
+            await destination.conn.execute(  # (numbered by the source's read: a sequence costs a few ms of DDL)
+                f"CREATE TEMP TABLE {_q(self.table)} AS SELECT {names}, 0::bigint AS _odsync_n "
+                f"FROM {destination._target(t.table, t.schema)} WITH NO DATA")
+        query = (f"SELECT {', '.join(_q(c.name) for c in t.source_columns)}, "
+                 f"row_number() OVER (ORDER BY {self._check_source}) "
                  f"FROM {self.source._target(t.source_table, t.source_schema)} "
                  f"WHERE {self._check_source} >= $1 ORDER BY {self._check_source}")
         reader, shared = self.source.conn, await snapshot() if snapshot is not None else None
@@ -131,8 +133,8 @@ class StagedChanges:
                                      f"SET TRANSACTION SNAPSHOT {_snapshot_literal(shared)}; "
                                      f"SET LOCAL max_parallel_workers_per_gather = 0")
             try:
-                self.rows = _count(await _pipe(reader, query, [lower], destination.conn, self.table, self._names,
-                                               None))
+                self.rows = _count(await _pipe(reader, query, [lower], destination.conn, self.table,
+                                               [*self._names, "_odsync_n"], None))
             finally:
                 if shared is not None and reader.is_in_transaction():
                     await reader.execute("ROLLBACK")  # (read only: nothing to keep)
@@ -149,7 +151,10 @@ class StagedChanges:
             highest = await destination.conn.fetchval(f"SELECT max({self._check}) FROM {_q(self.table)} "
                                                       f"WHERE {within}")
             if self._unique_in_source(key):  # one snapshot of a table keyed so: no key twice
-                return await destination.merge_staged(t.table, t.schema, columns, self.table, key, within), highest
+                if self._unique is None:  # (asked once: the run does not change the table's indexes)
+                    self._unique = await destination.has_unique_index(t.table, t.schema, columns, key)
+                return await destination.merge_staged(t.table, t.schema, columns, self.table, key, within,
+                                                      self._unique), highest
             await destination.conn.execute(
                 f"CREATE TEMP TABLE {_q(batch)} ON COMMIT DROP AS SELECT DISTINCT ON ({keys}) "
                 f"{', '.join(_q(n) for n in self._names)} FROM {_q(self.table)} WHERE {within} "

@@ -14,10 +14,13 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
+from odata_sync.concurrency import both
 from odata_sync.connectors import open_connector
 from odata_sync.errors import ODataSyncError
 from odata_sync.executor import notify, runs
@@ -178,9 +181,7 @@ class Executor:
         finally:
             self.active.pop(run.run_id, None)
             self.runlog.forget(run.history_id)
-            waiting = self.finished.pop(run.run_id, None)  # only callers that asked wait; nothing piles up
-            if waiting is not None:
-                waiting.set()
+            self._release(run)
         if run.job_row is not None:
             await self._after(run)
         if run.status == "FAILED" and await runs.retry_if_wanted(self.store, run.job_name, options,
@@ -201,18 +202,30 @@ class Executor:
             return
         for t in tasks:
             run.tasks[t.task_id] = TaskProgress(t.task_id, t.query)
-        await self.runlog.write(run.history_id, 2, job.verbosity,
-                                f"run {run.run_id} of job {run.job_name} started: {len(tasks)} task(s)")
         timeout = job.command_timeout or 30
+        recording = _Recording(self.runlog.write(run.history_id, 2, job.verbosity,
+                                                 f"run {run.run_id} of job {run.job_name} started: {len(tasks)} task(s)"))
         try:
-            async with open_connector(source[0], source[1], timeout=timeout) as src, \
-                    open_connector(destination[0], destination[1], timeout=timeout) as dst:
+            src = open_connector(source[0], source[1], timeout=timeout)
+            dst = open_connector(destination[0], destination[1], timeout=timeout)
+            try:
+                await both(src.open(), dst.open())
                 async for event in run_job(job, tasks, src, dst, force_full=bool(options.get("force_full")),
                                            cancel=run.cancel, run_id=run.run_id):
-                    await self._record(run, job, event)
+                    if isinstance(event, events.TaskFinished | events.RunFinished):
+                        await recording.done()  # (a task's or the run's end is written after its progress)
+                        await self._record(run, job, event)
+                    else:
+                        recording.then(self._record(run, job, event))
+            finally:
+                await both(src.close(), dst.close())
+            await recording.done()
         except ODataSyncError as exc:
+            await recording.settle()
             await self.runlog.write(run.history_id, 1, job.verbosity, f"error: {exc.message}")
             await self._end(run, "FAILED", exc.message)
+        finally:  # (a cancelled run's progress so far is written before it is marked CANCELLED)
+            await recording.settle()
 
     # ---- events ------------------------------------------------------------------------------------------
     def _payload(self, run: ActiveRun) -> dict:
@@ -353,18 +366,17 @@ class Executor:
             progress = run.tasks.setdefault(event.task_id, TaskProgress(event.task_id, event.query))
             progress.status, progress.affected, progress.error = event.status, event.affected, event.error
             now = utcnow()
-            await self._task_update(run, event.task_id, Status=event.status, RunEndDate=now, Runtime=event.runtime_ms,
-                                    RecordsAffected=event.affected, RecordsInserted=event.inserted,
-                                    RecordsUpdated=event.updated, RecordsDeleted=event.deleted,
-                                    RecordsFailed=event.failed, Details=event.error, Table=event.table)
-            if event.task_id is not None:
-                async with self.store.write() as conn:
-                    await touch(conn, tasks_table, tasks_table.c.TaskId == event.task_id, now, LastRun=now,
-                                LastRunStatus=event.status, LastRunRecords=event.affected)
             text = f"task {event.index} [{event.table}] {event.status}: {event.affected} rows affected " \
                    f"in {event.runtime_ms} ms"
-            await self.runlog.write(run.history_id, 1 if event.error else 2, level,
-                                    text + (f" - {event.error}" if event.error else ""))
+            async with self.store.write() as conn:  # one commit: the task's row, its LastRun and its log line
+                await self._task_update(run, event.task_id, (1 if event.error else 2, level, text + (
+                    f" - {event.error}" if event.error else "")), conn=conn, Status=event.status, RunEndDate=now,
+                    Runtime=event.runtime_ms, RecordsAffected=event.affected, RecordsInserted=event.inserted,
+                    RecordsUpdated=event.updated, RecordsDeleted=event.deleted, RecordsFailed=event.failed,
+                    Details=event.error, Table=event.table)
+                if event.task_id is not None:
+                    await touch(conn, tasks_table, tasks_table.c.TaskId == event.task_id, now, LastRun=now,
+                                LastRunStatus=event.status, LastRunRecords=event.affected)
         elif isinstance(event, events.RunFinished):
             failed = [t for t in event.tasks if t.error]
             details = "; ".join(f"task {t.index}: {t.error}" for t in failed) or None
@@ -372,20 +384,27 @@ class Executor:
             await self._end(run, event.status, details, {
                 "RecordsAffected": sum(t.affected for t in event.tasks), "RecordsInserted": event.inserted,
                 "RecordsUpdated": event.updated, "RecordsDeleted": sum(t.deleted for t in event.tasks),
-                "RecordsFailed": sum(t.failed for t in event.tasks)}, sync)
-            await self.runlog.write(run.history_id, 2, level, f"run {event.status} in {event.runtime_ms} ms")
+                "RecordsFailed": sum(t.failed for t in event.tasks)}, sync,
+                log=(2, level, f"run {event.status} in {event.runtime_ms} ms"))
 
-    async def _task_update(self, run: ActiveRun, task_id: int | None, log: tuple | None = None, **values) -> None:
-        """Update the task's TaskHistory row, and write its log line (level, verbosity, text) in the same commit."""
+    async def _task_update(self, run: ActiveRun, task_id: int | None, log: tuple | None = None, conn=None,
+                           **values) -> None:
+        """Update the task's TaskHistory row, and write its log line (level, verbosity, text) in the same commit;
+        in ``conn``'s transaction when given."""
+        if conn is None:
+            async with self.store.write() as own:
+                await self._task_update(run, task_id, log, own, **values)
+            return
         task_history = self.store.table("TaskHistory")
-        async with self.store.write() as conn:
-            await conn.execute(sa.update(task_history).where(task_history.c.HistoryId == run.history_id,
-                                                             task_history.c.TaskId == task_id).values(**values))
-            if log is not None:
-                await self.runlog.write(run.history_id, *log, conn=conn)
+        await conn.execute(sa.update(task_history).where(task_history.c.HistoryId == run.history_id,
+                                                         task_history.c.TaskId == task_id).values(**values))
+        if log is not None:
+            await self.runlog.write(run.history_id, *log, conn=conn)
 
     async def _end(self, run: ActiveRun, status: str, details: str | None, counts: dict | None = None,
-                   sync_type: str | None = None) -> None:
+                   sync_type: str | None = None, log: tuple | None = None) -> None:
+        """Write how the run ended (and its last log line, when given), then let whoever waits for it go on: the
+        run's result is final, closing its connections and the PostJob hook need not keep them waiting."""
         history, task_history = self.store.table("History"), self.store.table("TaskHistory")
         now = utcnow()
         async with self.store.write() as conn:
@@ -403,6 +422,15 @@ class Executor:
             await conn.execute(sa.update(task_history).where(
                 task_history.c.HistoryId == run.history_id, task_history.c.Status.in_(("QUEUED", "RUNNING")))
                 .values(**ended))
+            if log is not None:
+                await self.runlog.write(run.history_id, *log, conn=conn)
+        self._release(run)
+
+    def _release(self, run: ActiveRun) -> None:
+        """Wake the callers waiting for the run (only callers that asked wait: nothing piles up)."""
+        waiting = self.finished.pop(run.run_id, None)
+        if waiting is not None:
+            waiting.set()
 
 
 COUNTS = ("RecordsAffected", "RecordsInserted", "RecordsUpdated", "RecordsDeleted", "RecordsFailed")
@@ -418,3 +446,32 @@ async def _committed_counts(conn, task_history: sa.Table, history_id: int) -> di
 
 def _message(exc: BaseException) -> str:
     return exc.message if isinstance(exc, ODataSyncError) else f"{type(exc).__name__}: {exc}"
+
+
+class _Recording:
+    """A run's progress written to the store in the order it happened, each write chained after the one before on
+    a task of its own, so the engine goes on with the next batch instead of waiting for the store."""
+
+    def __init__(self, first: Coroutine[Any, Any, None]) -> None:
+        self._last: asyncio.Task = asyncio.ensure_future(first)
+
+    def then(self, write: Coroutine[Any, Any, None]) -> None:
+        self._last = asyncio.ensure_future(self._after(self._last, write))
+
+    @staticmethod
+    async def _after(previous: asyncio.Task, write: Coroutine[Any, Any, None]) -> None:
+        try:
+            await previous
+        except BaseException:
+            write.close()
+            raise
+        await write
+
+    async def done(self) -> None:
+        """Wait for every write so far (cancelling the waiter does not cancel them); the first failure raises."""
+        await asyncio.shield(self._last)
+
+    async def settle(self) -> None:
+        """Wait for every write so far, whether or not one failed."""
+        with contextlib.suppress(Exception):
+            await self.done()

@@ -4,6 +4,7 @@ slice or several, read in the snapshot the changed rows are staged in; and the f
 from __future__ import annotations
 
 import asyncpg
+import numpy as np
 import pytest
 
 from odata_sync.connectors import CanonicalType, ColumnInfo, keydiff
@@ -117,3 +118,24 @@ async def test_other_key_types_compare_every_key(pg_source_url, pg_destination_u
     finally:
         await src.close()
         await dst.close()
+
+
+@pytest.mark.parametrize("shape", ["dense", "sparse", "extremes", "empty"])
+def test_key_set_finds_exactly_the_keys_it_lacks(shape):
+    """Looked up in a table of flags (a dense range) or a sorted copy (keys far apart), with keys outside the set's
+    range on both sides, down to the 64-bit extremes, and an empty set."""
+    rng = np.random.default_rng(11)
+    low, high = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    if shape == "dense":
+        theirs = rng.permutation(np.arange(-1000, 200_000, dtype=np.int64))[:150_000]
+        ours = np.concatenate([np.arange(-2000, 210_000, dtype=np.int64), [low, high]])
+    elif shape == "sparse":
+        theirs = rng.integers(low, high, 5000, dtype=np.int64)
+        ours = np.concatenate([theirs[::3], rng.integers(low, high, 3000, dtype=np.int64), [low, high]])
+    elif shape == "extremes":
+        theirs = np.array([low, -1, 0, 1, high], dtype=np.int64)
+        ours = np.array([low, low + 1, -1, 2, high - 1, high], dtype=np.int64)
+    else:
+        theirs, ours = np.empty(0, dtype=np.int64), np.array([low, 0, high], dtype=np.int64)
+    found = keydiff.KeySet(theirs).lacking(ours)
+    assert sorted(found.tolist()) == sorted(set(ours.tolist()) - set(theirs.tolist()))
