@@ -127,7 +127,7 @@ class KeyDiff:
 class KeySet:
     """Keys looked up by value: a flag per value of their range when that range is at most ``DENSE`` times their
     number (building it costs about what comparing costs, so it is built while the other side's keys are read, and
-    a lookup is then one gather), else their sorted copy."""
+    a lookup is then one gather), else their sorted copy. Both take the caller's array, and may change it."""
 
     def __init__(self, keys: np.ndarray) -> None:
         self._low = int(keys.min()) if len(keys) else 0
@@ -137,16 +137,19 @@ class KeySet:
         self._sorted: np.ndarray | None = None
         if span <= max(DENSE * len(keys), 1 << 16):
             self._flags = np.zeros(span, dtype=bool)
-            self._flags[keys - self._low] = True
+            self._flags[np.subtract(keys, self._low, out=keys)] = True
         else:
-            self._sorted = np.sort(keys)
+            keys.sort()
+            self._sorted = keys
 
     def lacking(self, keys: np.ndarray) -> np.ndarray:
         """The values of ``keys`` not in the set (in no particular order)."""
         if self._flags is not None:
-            inside = (keys >= self._low) & (keys <= self._high)
-            within = keys[inside]
-            return np.concatenate([keys[~inside], within[~self._flags[within - self._low]]])
+            if len(keys) and (keys.min() < self._low or keys.max() > self._high):
+                inside = (keys >= self._low) & (keys <= self._high)
+                return np.concatenate([keys[~inside], self.lacking(keys[inside])])
+            offsets = np.subtract(keys, self._low, out=keys)  # (every key within the range: no temporary array)
+            return offsets[~self._flags[offsets]] + self._low
         assert self._sorted is not None
         if not len(self._sorted):
             return keys

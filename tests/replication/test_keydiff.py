@@ -137,5 +137,6 @@ def test_key_set_finds_exactly_the_keys_it_lacks(shape):
         ours = np.array([low, low + 1, -1, 2, high - 1, high], dtype=np.int64)
     else:
         theirs, ours = np.empty(0, dtype=np.int64), np.array([low, 0, high], dtype=np.int64)
-    found = keydiff.KeySet(theirs).lacking(ours)
-    assert sorted(found.tolist()) == sorted(set(ours.tolist()) - set(theirs.tolist()))
+    expected = sorted(set(ours.tolist()) - set(theirs.tolist()))
+    found = keydiff.KeySet(theirs).lacking(ours)  # (both arrays are the comparison's to change)
+    assert sorted(found.tolist()) == expected
