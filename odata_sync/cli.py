@@ -9,6 +9,7 @@ import signal
 import sys
 
 from odata_sync.config import Config, from_environment
+from odata_sync.connectors.sqlite_allocator import stop_counting_allocations
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,6 +122,7 @@ def _run(coroutine) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    stop_counting_allocations()  # (first: SQLite allows it only before any database is opened)
     args = _parser().parse_args(argv)
     flags = {k: getattr(args, k, None) for k in ("host", "port", "data_dir", "database_url", "workers", "role",
                                                  "allow_url_token")}
