@@ -216,7 +216,7 @@ class Executor:
                         await recording.done()  # (a task's or the run's end is written after its progress)
                         await self._record(run, job, event)
                     else:
-                        recording.then(self._record(run, job, event))
+                        await recording.then(self._record(run, job, event))
             finally:
                 await both(src.close(), dst.close())
             await recording.done()
@@ -450,13 +450,32 @@ def _message(exc: BaseException) -> str:
 
 class _Recording:
     """A run's progress written to the store in the order it happened, each write chained after the one before on
-    a task of its own, so the engine goes on with the next batch instead of waiting for the store."""
+    a task of its own, so the engine goes on with the next batch instead of waiting for the store (up to ``AHEAD``
+    writes: a store slower than the batches holds the engine back rather than piling writes up)."""
+
+    AHEAD = 32
 
     def __init__(self, first: Coroutine[Any, Any, None]) -> None:
-        self._last: asyncio.Task = asyncio.ensure_future(first)
+        self._pending = 0
+        self._last: asyncio.Task = self._start(first)
 
-    def then(self, write: Coroutine[Any, Any, None]) -> None:
-        self._last = asyncio.ensure_future(self._after(self._last, write))
+    def _start(self, write: Coroutine[Any, Any, None]) -> asyncio.Task:
+        self._pending += 1
+        task = asyncio.ensure_future(write)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, _task: asyncio.Task) -> None:
+        self._pending -= 1
+
+    async def then(self, write: Coroutine[Any, Any, None]) -> None:
+        if self._pending >= self.AHEAD:
+            try:
+                await self.done()
+            except BaseException:
+                write.close()
+                raise
+        self._last = self._start(self._after(self._last, write))
 
     @staticmethod
     async def _after(previous: asyncio.Task, write: Coroutine[Any, Any, None]) -> None:
