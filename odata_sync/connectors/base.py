@@ -114,6 +114,9 @@ class Connector(ABC):
         self._opened = False
         self._in_transaction = False
         self._columns_cache: dict[tuple[str | None, str], list[ColumnInfo]] = {}
+        #: Other answers about a table's definition (keyed by schema, table, then what was asked), forgotten with
+        #: its columns
+        self._table_facts: dict[tuple[str | None, str, Any], Any] = {}
 
     # --- lifecycle --------------------------------------------------------------------------------------------------
 
@@ -139,7 +142,7 @@ class Connector(ABC):
             return
         self._opened = False
         self._in_transaction = False
-        self._columns_cache.clear()
+        self._forget()
         try:
             async with self._guard("closing"):
                 await self._close()
@@ -253,7 +256,7 @@ class Connector(ABC):
         if missing:
             raise BadRequest(f"primary key column '{missing[0]}' is not a column of '{name}'")
         await self._open_for_write()
-        self._columns_cache.pop((schema, name), None)
+        self._forget(schema, name)
         async with self._guard(f"creating {name}"), self._atomic():
             return await self._create_table(name, list(columns), list(primary_key), schema)
 
@@ -261,7 +264,7 @@ class Connector(ABC):
         self._writable("add_column")
         schema, name = self._resolve(table, schema)
         await self._open_for_write()
-        self._columns_cache.pop((schema, name), None)
+        self._forget(schema, name)
         async with self._guard(f"adding column {column.name} to {name}"), self._atomic():
             return await self._add_column(name, column, schema)
 
@@ -270,7 +273,7 @@ class Connector(ABC):
         self._writable()
         schema, name = self._resolve(table, schema)
         await self._open_for_write()
-        self._columns_cache.pop((schema, name), None)
+        self._forget(schema, name)
         async with self._guard(f"adding the primary key of {name}"), self._atomic():
             await self._add_primary_key(name, list(key), schema)
 
@@ -337,7 +340,7 @@ class Connector(ABC):
         self._writable("drop_table")
         schema, name = self._resolve(table, schema)
         await self._open_for_write()
-        self._columns_cache.pop((schema, name), None)
+        self._forget(schema, name)
         async with self._guard(f"dropping {name}"), self._atomic():
             await self._drop_table(name, schema)
 
@@ -353,7 +356,7 @@ class Connector(ABC):
         schema, name = self._resolve(table, schema)
         new = self._resolve(new_name, schema)[1]
         await self._open_for_write()
-        self._columns_cache.clear()
+        self._forget()
         async with self._guard(f"renaming {name}"), self._atomic():
             await self._rename_table(name, new, schema)
 
@@ -363,7 +366,7 @@ class Connector(ABC):
         schema, first = self._resolve(table, schema)
         second = self._resolve(other, schema)[1]
         await self._open_for_write()
-        self._columns_cache.clear()
+        self._forget()
         async with self._guard(f"swapping {first} and {second}"), self._atomic():
             await self._swap_tables(first, second, schema)
 
@@ -371,7 +374,7 @@ class Connector(ABC):
         """Run one SQL statement in the destination (transformations); returns the affected row count if known."""
         self._writable()
         await self._open_for_write()
-        self._columns_cache.clear()
+        self._forget()
         async with self._guard("running the statement"), self._atomic():
             return await self._execute(sql, list(params))
 
@@ -406,7 +409,7 @@ class Connector(ABC):
         if not self._in_transaction:
             return
         self._in_transaction = False
-        self._columns_cache.clear()
+        self._forget()
         async with self._guard("rolling back"):
             await self._rollback()
 
@@ -435,11 +438,21 @@ class Connector(ABC):
         except BaseException:
             with suppress(Exception):  # the original error is the one to report
                 await asyncio.shield(self._rollback())
-            self._columns_cache.clear()
+            self._forget()
             raise
         await self._commit()
 
     # --- shared helpers ---------------------------------------------------------------------------------------------
+
+    def _forget(self, schema: str | None = None, name: str | None = None) -> None:
+        """Drop what is cached about table ``name`` (about every table without one): DDL ran, or a rollback."""
+        if name is None:
+            self._columns_cache.clear()
+            self._table_facts.clear()
+            return
+        self._columns_cache.pop((schema, name), None)
+        for fact in [f for f in self._table_facts if f[:2] == (schema, name)]:
+            del self._table_facts[fact]
 
     def _resolve(self, table: str, schema: str | None) -> tuple[str | None, str]:
         return resolve_table(table, schema)

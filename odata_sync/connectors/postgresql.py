@@ -328,7 +328,7 @@ class PostgreSQLConnector(Connector):
                             rows: Sequence[Sequence[Any]], key: list[str],
                             ready: frozenset[int] = frozenset()) -> WriteCounts:
         key = _named(key, columns)
-        unique = await self._unique_index_on(self._target(table, schema), key)
+        unique = await self.has_unique_index(table, schema, columns, key)
         bare = [_TYPMOD.sub("", c.native_type) for c in columns]
         if unique and len(rows) <= _BOUND_ROWS and all(b.lower() in _BOUND_TYPES for b in bare):
             return await self._upsert_bound(table, schema, columns, bare, rows, key, ready)
@@ -385,8 +385,13 @@ class PostgreSQLConnector(Connector):
 
     async def has_unique_index(self, table: str, schema: str | None, columns: list[ColumnInfo],
                                key: list[str]) -> bool:
-        """Whether ``key`` (names of ``columns``, in any case) has a unique index that ``ON CONFLICT`` can use."""
-        return await self._unique_index_on(self._target(table, schema), _named(key, columns))
+        """Whether ``key`` (names of ``columns``, in any case) has a unique index that ``ON CONFLICT`` can use
+        (asked once per table and key: every batch's upsert and the state row's would ask again)."""
+        key = _named(key, columns)
+        fact = (schema, table, ("unique index", *key))
+        if fact not in self._table_facts:
+            self._table_facts[fact] = await self._unique_index_on(self._target(table, schema), key)
+        return self._table_facts[fact]
 
     async def _unique_index_on(self, target: str, key: list[str]) -> bool:
         """Whether a plain unique index on exactly the ``key`` columns exists (``ON CONFLICT`` needs one)."""

@@ -113,7 +113,6 @@ class StagedChanges:
         self._check_source = _q(transfer.source_columns[check].name)
         self._check = _q(transfer.columns[check].name)
         self._names = [c.name for c in transfer.columns]
-        self._unique: bool | None = None  # whether the table has a unique index on the key
 
     async def fill(self, lower: Any, snapshot: Snapshot | None) -> None:
         t, destination = self.transfer, self.destination
@@ -151,10 +150,7 @@ class StagedChanges:
             highest = await destination.conn.fetchval(f"SELECT max({self._check}) FROM {_q(self.table)} "
                                                       f"WHERE {within}")
             if self._unique_in_source(key):  # one snapshot of a table keyed so: no key twice
-                if self._unique is None:  # (asked once: the run does not change the table's indexes)
-                    self._unique = await destination.has_unique_index(t.table, t.schema, columns, key)
-                return await destination.merge_staged(t.table, t.schema, columns, self.table, key, within,
-                                                      self._unique), highest
+                return await destination.merge_staged(t.table, t.schema, columns, self.table, key, within), highest
             await destination.conn.execute(
                 f"CREATE TEMP TABLE {_q(batch)} ON COMMIT DROP AS SELECT DISTINCT ON ({keys}) "
                 f"{', '.join(_q(n) for n in self._names)} FROM {_q(self.table)} WHERE {within} "

@@ -66,6 +66,24 @@ async def test_upsert_counts_without_a_unique_index_and_with_key_columns_only(pr
 
 
 @pytest.mark.parametrize("provider", DESTINATIONS)
+async def test_upserts_follow_the_table_when_it_is_made_again_without_its_key(provider: str, connect) -> None:
+    """What a connector learnt about a table's key index (PostgreSQL asks once) is forgotten when the table is
+    dropped and made again through it: the next upsert finds no index to resolve conflicts with, and still works."""
+    connector = await connect(provider)
+    table = await make_table(connector, [(1, "one", D("1.00"))])
+    assert await connector.upsert_batch(table, NAMES, [(1, "ONE", None)], ["id"]) == WriteCounts(updated=1)
+    await connector.drop_table(table)
+    await connector.create_table(table, COLUMNS, [])
+    await connector.write_batch(table, NAMES, [(1, "one", D("1.00"))])
+    counts = await connector.upsert_batch(table, NAMES, [(1, "uno", None), (2, "two", None)], ["id"])
+    assert counts == WriteCounts(inserted=1, updated=1)
+    assert await rows_of(connector, table) == [(1, "uno", None), (2, "two", None)]
+    if connector.defers_primary_key:  # and learns of the key added afterwards
+        await connector.add_primary_key(table, ["id"])
+        assert await connector.upsert_batch(table, NAMES, [(2, "TWO", None)], ["id"]) == WriteCounts(updated=1)
+
+
+@pytest.mark.parametrize("provider", DESTINATIONS)
 async def test_upsert_and_delete_with_a_composite_key(provider: str, connect) -> None:
     connector = await connect(provider)
     columns = [ColumnInfo.of("region", T.string(10), primary_key=True), ColumnInfo.of("n", T.INT32, primary_key=True),
