@@ -103,14 +103,15 @@ class KeyDiff:
     async def _run(self) -> np.ndarray:
         try:
             await both(self._theirs.open(), self._ours.open())
-            rows = max(await both(self._theirs.rows(), self._ours.rows()))
-            bounds = await self._ours.bounds() if rows > SLICE_KEYS else None
-            if bounds is not None and bounds[0] is None:
-                return np.empty(0, np.int64)  # (an empty destination lacks nothing)
             await self._theirs.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # every slice: one snapshot
             await self._go.wait()
-            if self._wanted:
+            if self._wanted:  # (first: the caller's read waits for it, the slicing need not)
                 self._exported.set_result(await self._theirs.export_snapshot())
+            rows = max(await both(self._theirs.rows(), self._ours.rows()))
+            bounds = await self._ours.bounds() if rows > SLICE_KEYS else None
+            if bounds is not None and bounds[0] is None:  # an empty destination lacks nothing
+                await self._began.wait()
+                return np.empty(0, np.int64)
             found = [await self._compare(where) for where in _slices(rows, bounds)]
             await self._began.wait()  # (an exported snapshot must outlive its import)
             return np.sort(np.concatenate(found))
