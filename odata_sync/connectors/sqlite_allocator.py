@@ -1,11 +1,12 @@
 """SQLite's allocation statistics turned off for the process, so that SQLite works on several threads at once.
 
 SQLite counts every allocation under one process-wide mutex (``SQLITE_CONFIG_MEMSTATUS``, on unless built without).
-Two threads rendering rows for a copy then take turns at that mutex instead of running side by side: measured here,
-two threads rendering 400,000 rows took 1.24 s with it and 0.53 s without (one thread: 1.28 s and 1.13 s). SQLite
-recommends building without it; Python's module is built with it, and SQLite lets it be changed only while it holds
-nothing, so this runs when the process starts, before any database is opened. Only the statistics functions
-(``sqlite3_memory_used``, soft heap limits) stop working; nothing here uses them.
+Two threads rendering rows for a copy then take turns at that mutex instead of running side by side: with it, two
+threads rendering COPY text were no faster than one; without it, about twice as fast (SQLite -> PostgreSQL full loads
+went from 3.7x to 5.1x dlt in ``scripts/bench_sync.py``). SQLite recommends building without it; Python's module is
+built with it, and SQLite lets it be changed only while it holds nothing, so this runs when the process starts,
+before any database is opened. Only the statistics functions (``sqlite3_memory_used``, soft heap limits) stop
+working; nothing here uses them.
 """
 
 from __future__ import annotations
