@@ -2,7 +2,8 @@
 each server sends its keys as a single bytea of big-endian 64-bit integers (``string_agg`` of ``int8send``: one
 value, no message per row, never a Python int per key) and numpy finds the destination's keys missing from the
 source's. Every key is compared, so the answer is exact; a table of more than ``SLICE_KEYS`` keys is compared a
-slice of its key range at a time, which bounds the memory (some 30 bytes per key of a slice while it is compared).
+slice of its key range at a time, which bounds the memory (up to some 40 bytes per key of a slice while it is
+compared: both sides' bytes and arrays, and the source's flags).
 
 Sending keys costs each server about what a ``count(*)`` with one more aggregate costs; the range summaries used
 before (a hash aggregate per range on both sides, then the keys of differing ranges) cost twice as much CPU.
@@ -28,7 +29,7 @@ from .base import ColumnInfo, Connector
 from .postgresql import INTEGER_TYPES
 from .sql import quote_ident
 
-#: Keys per slice at most (by the planner's row estimate): one bytea of 8 bytes per key on each side at a time.
+#: Keys per slice at most (by the planner's row estimate): a bytea of 8 bytes per key from each side.
 SLICE_KEYS = 2_000_000
 #: Keys are looked up in a table of flags (one byte per value of their range) up to this many values per key.
 DENSE = 8
