@@ -120,6 +120,36 @@ async def test_wait_with_timeout_answers_running_and_the_run_goes_on(api, tmp_pa
     assert (await api.ok("GET", "History"))["value"][0]["Status"] == "SUCCESS"
 
 
+async def test_a_waiting_execute_job_answers_once_the_result_is_committed(api, tmp_path, monkeypatch):
+    """The answer does not wait for the run's connections to close (held shut here until it came): the result,
+    History included, is final once committed."""
+    from odata_sync.connectors.base import Connector
+    from odata_sync.executor import actions
+
+    monkeypatch.setattr(actions, "WAIT_POLL", 3600)  # (no second look at History: only the run's release answers)
+    closing = asyncio.Event()
+    close = Connector.close
+
+    async def held_close(self):
+        await closing.wait()
+        await close(self)
+    monkeypatch.setattr(Connector, "close", held_close)
+    await setup_job(api, tmp_path)
+    try:
+        body = await asyncio.wait_for(api.ok("POST", "ExecuteJob", json={"JobName": "nightly"}), 60)
+        assert body["value"][0]["Status"] == "SUCCESS" and body["value"][0]["RecordsAffected"] == 2000
+        assert (await api.ok("GET", "History"))["value"][0]["Status"] == "SUCCESS"
+        assert count_rows(tmp_path / "destination.db") == 2000
+    finally:
+        closing.set()
+    for _ in range(100):  # the connections close, and the job can run again
+        if (await api.ok("GET", "Jobs('nightly')"))["Status"] == "IDLE":
+            break
+        await asyncio.sleep(0.05)
+    again = await api.ok("POST", "ExecuteJob", json={"JobName": "nightly"})
+    assert again["value"][0]["Status"] == "SUCCESS"
+
+
 async def test_unknown_jobs_and_refusals(api, tmp_path):
     await api.error("POST", "ExecuteJob", 404, json={"JobName": "nope"})
     await api.error("POST", "ExecuteJob", 400, json={})
