@@ -37,6 +37,9 @@ from odata_sync.store.types import utcnow
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 HEARTBEAT_SECONDS = 5.0
+#: Seconds the workers get to write how their runs ended when the server stops.
+STOP_GRACE = 10.0
+STOPPED = "the server stopped during the run"
 
 
 @dataclass
@@ -88,11 +91,13 @@ class Executor:
         self.active: dict[str, ActiveRun] = {}  # RunId -> run on this node
         self.finished: dict[str, asyncio.Event] = {}  # RunId -> set when the run ends on this node
         self._wake = asyncio.Event()
+        self._stopping = False
         self._tasks: list[asyncio.Task] = []
         self.runlog = RunLog(store)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
+        self._stopping = False
         failed = await runs.fail_interrupted(self.store, self.host, self.retry_backoff)
         if failed:
             log.warning("%d run(s) left running by a stopped server were marked FAILED", failed)
@@ -101,9 +106,17 @@ class Executor:
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
 
     async def stop(self) -> None:
+        """Cancel the runs going (each ends FAILED: the server stopped) and let the workers write that, for up to
+        ``STOP_GRACE`` seconds, before every loop is cancelled: a store call cut short would leave its thread
+        answering an event loop that is gone."""
+        self._stopping = True
         for run in list(self.active.values()):
             if run.task is not None:
                 run.task.cancel()
+        self._wake.set()
+        workers = [task for task in self._tasks if task.get_name().startswith("worker-")]
+        if workers:
+            await asyncio.wait(workers, timeout=STOP_GRACE)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -130,7 +143,7 @@ class Executor:
 
     # ---- loops ---------------------------------------------------------------------------------------------
     async def _worker(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 claimed = await runs.claim(self.store, self.owner, self.per_connection)
             except Exception:  # a store hiccup must not kill the worker; the next poll retries
@@ -139,7 +152,8 @@ class Executor:
             if claimed is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
-                self._wake.clear()
+                if not self._stopping:  # (every worker sees the stop)
+                    self._wake.clear()
                 continue
             await self._run(claimed)
 
@@ -164,16 +178,19 @@ class Executor:
         options = claimed.get("_Options") or {}
         try:
             run.task = asyncio.create_task(self._drive(run, options))
+            if self._stopping:  # (claimed as the server began to stop)
+                run.task.cancel()
             try:
                 await asyncio.wait({run.task})
-            except asyncio.CancelledError:  # the server is stopping: stop the run too, and say so
+            except asyncio.CancelledError:  # the server stopped before the run ended: stop the run too, and say so
                 run.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await run.task
-                await self._end(run, "FAILED", "the server stopped during the run")
+                await self._end(run, "FAILED", STOPPED)
                 raise
             if run.task.cancelled():
-                await self._end(run, "CANCELLED", "cancelled: the batch in flight was rolled back")
+                await (self._end(run, "FAILED", STOPPED) if self._stopping else
+                       self._end(run, "CANCELLED", "cancelled: the batch in flight was rolled back"))
             elif run.task.exception() is not None:
                 exc = run.task.exception()
                 log.error("run %s of %s failed: %s", run.run_id, run.job_name, _message(exc))
@@ -182,6 +199,8 @@ class Executor:
             self.active.pop(run.run_id, None)
             self.runlog.forget(run.history_id)
             self._release(run)
+        if run.details == STOPPED:
+            return  # (no hooks, retries or jobs after it: the server is stopping)
         if run.job_row is not None:
             await self._after(run)
         if run.status == "FAILED" and await runs.retry_if_wanted(self.store, run.job_name, options,

@@ -185,6 +185,30 @@ async def test_a_server_that_starts_fails_runs_left_running(config, aiohttp_clie
     assert job.Status == "IDLE" and job.LastRunStatus == "FAILED"
 
 
+async def test_a_server_that_stops_during_a_run_ends_it_failed_and_says_why(config, aiohttp_client, tmp_path,
+                                                                            monkeypatch):
+    """Stopping cancels the run and waits for its worker to write how it ended, the rows committed so far
+    included."""
+    from odata_sync.replication.progress import BatchCommitted
+    from tests.api.pause import Pause
+    from tests.conftest import Api
+
+    pause = Pause(lambda event: isinstance(event, BatchCommitted)).install(monkeypatch)
+    runtime = await create_runtime(config)
+    api = Api(await aiohttp_client(build_app(runtime)))
+    await setup_job(api, tmp_path, rows=20_000, batch_size=5000)
+    await api.ok("POST", "ExecuteJob", json={"JobName": "nightly", "WaitForResults": False})
+    await asyncio.wait_for(pause.reached.wait(), 60)
+    await runtime.executor.stop()
+    history, task_history = runtime.store.table("History"), runtime.store.table("TaskHistory")
+    async with runtime.store.engine.connect() as conn:
+        run = (await conn.execute(sa.select(history.c.Status, history.c.Details, history.c.RecordsAffected))).one()
+        task = (await conn.execute(sa.select(task_history.c.Status, task_history.c.RecordsInserted))).one()
+    assert (run.Status, run.Details) == ("FAILED", "the server stopped during the run")
+    assert task.Status == "FAILED"
+    assert run.RecordsAffected == task.RecordsInserted == count_rows(tmp_path / "destination.db") > 0
+
+
 async def test_cron_schedule_fires_once_and_skips_while_running(config, aiohttp_client, tmp_path):
     import dataclasses
 
