@@ -1,4 +1,4 @@
-"""Two awaitables run at once, neither left running unobserved when the other fails."""
+"""Awaitables run side by side, and stopped without leaving any running unobserved."""
 
 from __future__ import annotations
 
@@ -16,8 +16,15 @@ async def both(first: Awaitable[T], second: Awaitable[T]) -> list[T]:
     try:
         return list(await asyncio.gather(*tasks))
     finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-                with suppress(BaseException):
-                    await task
+        await stop_tasks(*tasks)
+
+
+async def stop_tasks(*tasks: asyncio.Future | None) -> None:
+    """Cancel every unfinished one of ``tasks`` (None: skipped), wait until each has ended and swallow what it
+    raised (so no error goes unretrieved): the caller no longer wants their results."""
+    present = [task for task in tasks if task is not None]
+    for task in present:
+        task.cancel()
+    for task in present:
+        with suppress(BaseException):
+            await task

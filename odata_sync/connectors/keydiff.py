@@ -17,13 +17,12 @@ read returned is then among the source's keys or was deleted since, and deleting
 from __future__ import annotations
 
 import asyncio
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from odata_sync.concurrency import both
+from odata_sync.concurrency import both, stop_tasks
 
 from .base import ColumnInfo, Connector
 from .postgresql import INTEGER_TYPES
@@ -97,9 +96,7 @@ class KeyDiff:
 
     async def abandon(self) -> None:
         """Stop: the task no longer needs the answer (the connections close)."""
-        self._task.cancel()
-        with suppress(BaseException):
-            await self._task
+        await stop_tasks(self._task)
 
     async def _run(self) -> np.ndarray:
         try:
@@ -133,11 +130,7 @@ class KeyDiff:
             present = await asyncio.to_thread(KeySet, await theirs)
             return present.lacking(await ours)
         finally:
-            for task in (theirs, began, ours):
-                if task is not None and not task.done():
-                    task.cancel()
-                    with suppress(BaseException):
-                        await task
+            await stop_tasks(theirs, began, ours)
 
 
 class KeySet:

@@ -16,9 +16,10 @@ import asyncio
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+
+from odata_sync.concurrency import stop_tasks
 
 from .base import ColumnInfo, Connector, WriteCounts
 
@@ -151,11 +152,7 @@ async def in_parallel(pairs: Sequence[P], ranges: list[R], copy: Callable[[P, R]
             else:
                 yield item
     finally:
-        for worker in workers:
-            worker.cancel()
-        for worker in workers:
-            with suppress(BaseException):
-                await worker
+        await stop_tasks(*workers)
 
 
 class Staged(Protocol):

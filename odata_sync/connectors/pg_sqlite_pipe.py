@@ -22,12 +22,12 @@ import re
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from odata_sync.concurrency import stop_tasks
 from odata_sync.errors import BadRequest
 
 from . import values
@@ -408,11 +408,8 @@ class _TextPipe(Pipe):
 
     async def close(self) -> None:
         await self._stop_meanwhile()
-        if self._reading is not None:
-            self._reading.cancel()
-            with suppress(BaseException):
-                await self._reading
-            self._reading = None
+        await stop_tasks(self._reading)
+        self._reading = None
         reader, holder, self._reader, self._holder = self._reader, self._holder, None, None
         await close_all([c for c in (reader, None if holder is reader else holder) if c is not None],
                         (reader,) if self._busy else ())  # (a COPY cut short on the reader)

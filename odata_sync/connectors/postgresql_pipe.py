@@ -13,10 +13,11 @@ import asyncio
 import math
 import re
 from collections.abc import AsyncIterator, Sequence
-from contextlib import suppress
 from typing import Any
 
 import asyncpg
+
+from odata_sync.concurrency import stop_tasks
 
 from . import values
 from .base import WriteCounts
@@ -81,10 +82,7 @@ async def _pipe(reader: asyncpg.Connection, query: str, args: Sequence[Any], wri
         status = await writer.copy_to_table(table, source=feed(), columns=columns, schema_name=schema, format="binary")
         await producer
     finally:
-        if not producer.done():
-            producer.cancel()
-            with suppress(BaseException):
-                await producer
+        await stop_tasks(producer)
     return status
 
 
