@@ -72,17 +72,16 @@ class KeyDiff:
         """The comparison under way, or None when this pair or key is not compared here."""
         return cls(source, destination, comparison) if applies(source, destination, comparison) else None
 
-    async def snapshot(self) -> str | None:
+    async def snapshot(self) -> str:
         """The source snapshot that the source's keys are read in, exported for the caller's read of the changed
-        rows, which calls ``read_began`` once that read is over (the snapshot lives until then); None when the
-        comparison ended without reading the source (an empty destination)."""
+        rows, which calls ``read_began`` once that read is over (the snapshot lives until then). The comparison's
+        error, when it failed before exporting."""
         self._wanted = True
         self._go.set()
         await asyncio.wait([self._exported, self._task], return_when=asyncio.FIRST_COMPLETED)
-        if self._exported.done():
-            return self._exported.result()
-        self._task.result()  # (its error, if it failed)
-        return None
+        if not self._exported.done():
+            self._task.result()  # (it ends before exporting only by failing)
+        return self._exported.result()
 
     def read_began(self) -> None:
         """The caller's read of the changed rows has begun in its own snapshot, or is over in ours."""
@@ -159,9 +158,7 @@ class KeySet:
                 return np.concatenate([keys[~inside], self.lacking(keys[inside])])
             offsets = np.subtract(keys, self._low, out=keys)  # (every key within the range: no temporary array)
             return offsets[~self._flags[offsets]] + self._low
-        assert self._sorted is not None
-        if not len(self._sorted):
-            return keys
+        assert self._sorted is not None  # (never empty: no keys make an empty range of flags)
         at = np.searchsorted(self._sorted, keys)
         np.minimum(at, len(self._sorted) - 1, out=at)
         return keys[self._sorted[at] != keys]

@@ -173,8 +173,8 @@ def can_stage(source: Connector, destination: Connector) -> bool:
     return (source.provider, destination.provider) in _STAGING
 
 
-#: Gives the exported source snapshot that an incremental run's changed rows are read in (None: their own).
-Snapshot = Callable[[], Awaitable[str | None]]
+#: Gives the exported source snapshot that an incremental run's changed rows are read in.
+Snapshot = Callable[[], Awaitable[str]]
 
 
 async def stage_changes(source: Connector, destination: Connector, transfer: Transfer, check: int,

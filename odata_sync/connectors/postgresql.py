@@ -328,7 +328,7 @@ class PostgreSQLConnector(Connector):
                             rows: Sequence[Sequence[Any]], key: list[str],
                             ready: frozenset[int] = frozenset()) -> WriteCounts:
         key = _named(key, columns)
-        unique = await self.has_unique_index(table, schema, columns, key)
+        unique = await self._has_unique_index(table, schema, key)
         bare = [_TYPMOD.sub("", c.native_type) for c in columns]
         if unique and len(rows) <= _BOUND_ROWS and all(b.lower() in _BOUND_TYPES for b in bare):
             return await self._upsert_bound(table, schema, columns, bare, rows, key, ready)
@@ -363,7 +363,7 @@ class PostgreSQLConnector(Connector):
         unique index, when the caller knows."""
         target, key = self._target(table, schema), _named(key, columns)
         if unique is None:
-            unique = await self.has_unique_index(table, schema, columns, key)
+            unique = await self._has_unique_index(table, schema, key)
         if unique:
             counts = await self._upsert_from(table, schema, columns,
                                              _q(stage) + (f" WHERE {where}" if where else ""), key)
@@ -383,11 +383,9 @@ class PostgreSQLConnector(Connector):
         await self.conn.execute(f"DROP TABLE {_q(stage)}")
         return WriteCounts(inserted=inserted, updated=updated)
 
-    async def has_unique_index(self, table: str, schema: str | None, columns: list[ColumnInfo],
-                               key: list[str]) -> bool:
-        """Whether ``key`` (names of ``columns``, in any case) has a unique index that ``ON CONFLICT`` can use
-        (asked once per table and key: every batch's upsert and the state row's would ask again)."""
-        key = _named(key, columns)
+    async def _has_unique_index(self, table: str, schema: str | None, key: list[str]) -> bool:
+        """Whether ``key`` (as the table spells it) has a unique index that ``ON CONFLICT`` can use (asked once
+        per table and key: every batch's upsert and the state row's would ask again)."""
         fact = (schema, table, ("unique index", *key))
         if fact not in self._table_facts:
             self._table_facts[fact] = await self._unique_index_on(self._target(table, schema), key)

@@ -92,7 +92,8 @@ class Executor:
         self.finished: dict[str, asyncio.Event] = {}  # RunId -> set when the run ends on this node
         self._wake = asyncio.Event()
         self._stopping = False
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task] = []  # the workers, the lease heartbeat and the scheduler
+        self._workers: list[asyncio.Task] = []
         self.runlog = RunLog(store)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
@@ -101,9 +102,9 @@ class Executor:
         failed = await runs.fail_interrupted(self.store, self.host, self.retry_backoff)
         if failed:
             log.warning("%d run(s) left running by a stopped server were marked FAILED", failed)
-        self._tasks = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.workers)]
-        self._tasks.append(asyncio.create_task(self._heartbeat(), name="run-leases"))
-        self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+        self._workers = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.workers)]
+        self._tasks = [*self._workers, asyncio.create_task(self._heartbeat(), name="run-leases"),
+                       asyncio.create_task(self.scheduler.run(), name="scheduler")]
 
     async def stop(self) -> None:
         """Cancel the runs going (each ends FAILED: the server stopped) and let the workers write that, for up to
@@ -114,15 +115,14 @@ class Executor:
             if run.task is not None:
                 run.task.cancel()
         self._wake.set()
-        workers = [task for task in self._tasks if task.get_name().startswith("worker-")]
-        if workers:
-            await asyncio.wait(workers, timeout=STOP_GRACE)
+        if self._workers:
+            await asyncio.wait(self._workers, timeout=STOP_GRACE)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
+        self._tasks, self._workers = [], []
 
     def wake(self) -> None:
         self._wake.set()
