@@ -9,7 +9,7 @@ import signal
 import sys
 
 from odata_sync.config import Config, from_environment
-from odata_sync.connectors.sqlite_allocator import stop_counting_allocations
+from odata_sync.sqlite_allocator import stop_counting_allocations
 
 
 def _parser() -> argparse.ArgumentParser:

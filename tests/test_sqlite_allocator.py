@@ -11,14 +11,14 @@ import pytest
 
 OPENED_FIRST = """
     import sqlite3
-    from odata_sync.connectors.sqlite_allocator import stop_counting_allocations
+    from odata_sync.sqlite_allocator import stop_counting_allocations
     held = sqlite3.connect(":memory:")
     held.execute("CREATE TABLE t (x)"); held.execute("INSERT INTO t VALUES (1)")
     print(stop_counting_allocations(), held.execute("SELECT x FROM t").fetchone()[0])
 """
 AT_START = """
     import sqlite3, threading
-    from odata_sync.connectors.sqlite_allocator import stop_counting_allocations
+    from odata_sync.sqlite_allocator import stop_counting_allocations
     first = stop_counting_allocations()
     held = sqlite3.connect(":memory:", check_same_thread=False)
     held.execute("CREATE TABLE t (x)"); held.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(1000)])
